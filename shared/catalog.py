@@ -1,0 +1,114 @@
+"""The image catalogue in Redis: canonical images, thumbnails and metadata, keyed by image id."""
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import redis
+
+from shared import keys
+from shared.images import CanonicalImage
+from shared.index_store import IndexStore
+
+
+@dataclass(frozen=True)
+class ImageMeta:
+    id: str
+    content_hash: str
+    width: int
+    height: int
+    filename: str | None
+    source_format: str
+    added_at: float
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> "ImageMeta":
+        return cls(**json.loads(raw))
+
+
+class Catalog:
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+        self.index_store = IndexStore(client)
+
+    def put(
+        self,
+        image_id: str,
+        image: CanonicalImage,
+        *,
+        filename: str | None,
+        metadata: dict[str, Any],
+    ) -> bool:
+        """Store an image; returns False when the same bytes are already stored under this id.
+
+        Replacing an id with different bytes drops its old vectors in the same transaction,
+        so no index keeps a vector of a picture that is gone.
+        """
+        existing = self.get_meta(image_id)
+        if existing is not None and existing.content_hash == image.content_hash:
+            if existing.metadata != metadata and metadata:
+                updated = ImageMeta(**{**asdict(existing), "metadata": metadata})
+                self.redis.set(keys.catalog_meta(image_id), updated.to_json())
+            return False
+        meta = ImageMeta(
+            id=image_id,
+            content_hash=image.content_hash,
+            width=image.width,
+            height=image.height,
+            filename=filename,
+            source_format=image.source_format,
+            added_at=time.time(),
+            metadata=metadata,
+        )
+        pipe = self.redis.pipeline(transaction=True)
+        if existing is not None:
+            self.index_store.forget_image(image_id, pipe=pipe)
+        pipe.set(keys.catalog_image(image_id), image.jpeg)
+        pipe.set(keys.catalog_thumb(image_id), image.thumbnail)
+        pipe.set(keys.catalog_meta(image_id), meta.to_json())
+        pipe.zadd(keys.CATALOG_IDS, {image_id: meta.added_at})
+        pipe.execute()
+        return True
+
+    def delete(self, image_id: str) -> bool:
+        """Remove an image from the catalogue and from every index; False if it was unknown."""
+        pipe = self.redis.pipeline(transaction=True)
+        self.index_store.forget_image(image_id, pipe=pipe)
+        pipe.delete(keys.catalog_image(image_id), keys.catalog_thumb(image_id))
+        pipe.delete(keys.catalog_meta(image_id))
+        pipe.zrem(keys.CATALOG_IDS, image_id)
+        return bool(pipe.execute()[-2])
+
+    def get_meta(self, image_id: str) -> ImageMeta | None:
+        raw = self.redis.get(keys.catalog_meta(image_id))
+        return ImageMeta.from_json(raw) if raw else None
+
+    def get_metas(self, image_ids: list[str]) -> dict[str, ImageMeta]:
+        if not image_ids:
+            return {}
+        raws = self.redis.mget([keys.catalog_meta(i) for i in image_ids])
+        return {i: ImageMeta.from_json(raw) for i, raw in zip(image_ids, raws, strict=True) if raw}
+
+    def get_image(self, image_id: str) -> bytes | None:
+        return self.redis.get(keys.catalog_image(image_id))
+
+    def get_images(self, image_ids: list[str]) -> list[bytes | None]:
+        if not image_ids:
+            return []
+        return self.redis.mget([keys.catalog_image(i) for i in image_ids])
+
+    def get_thumbnail(self, image_id: str) -> bytes | None:
+        return self.redis.get(keys.catalog_thumb(image_id))
+
+    def size(self) -> int:
+        return int(self.redis.zcard(keys.CATALOG_IDS))
+
+    def ids(self, offset: int = 0, limit: int | None = None) -> list[str]:
+        """Image ids in the order they were added."""
+        end = -1 if limit is None else offset + limit - 1
+        return [raw.decode() for raw in self.redis.zrange(keys.CATALOG_IDS, offset, end)]

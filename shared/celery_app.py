@@ -1,0 +1,55 @@
+"""The Celery configuration the gateway and both workers share."""
+
+from celery import Celery
+from kombu import Queue
+
+from shared import names
+from shared.settings import CommonSettings
+
+
+def task_routes() -> dict[str, dict[str, str]]:
+    routes: dict[str, dict[str, str]] = {}
+    for method in names.METHODS:
+        routes[names.task_search(method)] = {"queue": names.queue_name(method, names.SEARCH)}
+        routes[names.task_embed_batch(method)] = {"queue": names.queue_name(method, names.INDEX)}
+    routes[names.TASK_TRAIN_AUTOENCODER] = {"queue": names.queue_name("autoencoder", names.TRAIN)}
+    return routes
+
+
+def make_celery(settings: CommonSettings, main: str) -> Celery:
+    app = Celery(main, broker=settings.redis_url, backend=settings.redis_url)
+    app.conf.update(
+        # JSON only: a broker message can never make a worker unpickle code.
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        # Every queue is declared; a typo in a route fails instead of creating a dead queue.
+        task_queues=[Queue(q) for q in names.all_queues()],
+        task_create_missing_queues=False,
+        task_routes=task_routes(),
+        # "running" is a status clients see, so workers report when they start a task.
+        task_track_started=True,
+        result_expires=settings.job_ttl_seconds,
+        result_extended=False,
+        # Tasks are idempotent (vectors keyed by image id and model version), so a task
+        # whose worker died is delivered again rather than lost; one task at a time each.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            # Redis redelivers a task not acknowledged within this time: longer than the
+            # longest task (training), or it would run twice.
+            "visibility_timeout": 2 * 3600,
+            "socket_timeout": settings.redis_timeout_seconds,
+            "socket_connect_timeout": settings.redis_timeout_seconds,
+        },
+        redis_socket_timeout=settings.redis_timeout_seconds,
+        redis_socket_connect_timeout=settings.redis_timeout_seconds,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=True,  # Flower
+        task_send_sent_event=True,
+        enable_utc=True,
+    )
+    return app

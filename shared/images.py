@@ -1,0 +1,135 @@
+"""Turning uploaded bytes into the service's canonical image, or a clear rejection.
+
+Every image the service keeps (catalogue entry or query) is stored as one canonical JPEG:
+decoded once, EXIF orientation applied, first frame of an animation, flattened onto white
+when it has transparency, RGB, at most ``max_side`` pixels on its longer side. Workers embed
+only canonical images, so a catalogue image re-embedded by a new model months later gives the
+same pixels, and a query and its catalogue twin are preprocessed identically.
+"""
+
+import hashlib
+import io
+import re
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+CANONICAL_QUALITY = 90
+THUMBNAIL_SIDE = 160
+THUMBNAIL_QUALITY = 80
+# Ids travel in URLs and Redis keys: letters, digits, dot, dash, underscore; no path separators.
+IMAGE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class ImageRejected(ValueError):
+    """An upload the service will not take, with the HTTP status a client can act on."""
+
+    def __init__(self, message: str, status: int = 400, code: str = "invalid_image") -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+
+
+@dataclass(frozen=True)
+class CanonicalImage:
+    jpeg: bytes
+    thumbnail: bytes
+    width: int
+    height: int
+    source_format: str
+    content_hash: str  # sha256 of the uploaded bytes, hex
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def default_image_id(data: bytes) -> str:
+    """The id an image gets when the client names none: its content hash (first 128 bits)."""
+    return content_hash(data)[:32]
+
+
+def validate_image_id(image_id: str) -> str:
+    if not IMAGE_ID_PATTERN.fullmatch(image_id):
+        raise ImageRejected(
+            f"invalid id {image_id!r}: use 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit (no slashes, spaces or control characters)",
+            code="invalid_id",
+        )
+    return image_id
+
+
+def canonicalize(data: bytes, *, max_side: int, max_pixels: int) -> CanonicalImage:
+    """Decode, orient, flatten and downscale an upload; raise ImageRejected for bad input."""
+    if not data:
+        raise ImageRejected("the file is empty (0 bytes)", code="empty_file")
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns between 1x and 2x its own pixel limit; we apply ours below instead.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            source_format = image.format or "unknown"
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageRejected(
+                    f"the image declares {width}x{height} pixels, more than the limit of "
+                    f"{max_pixels:,} pixels",
+                    status=413,
+                    code="too_many_pixels",
+                )
+            image.seek(0)  # animations: the first frame
+            image.load()
+    except ImageRejected:
+        raise
+    except Image.DecompressionBombError as err:
+        raise ImageRejected(
+            f"the image declares more pixels than the limit of {max_pixels:,}",
+            status=413,
+            code="too_many_pixels",
+        ) from err
+    except UnidentifiedImageError as err:
+        raise ImageRejected(
+            "the file is not an image in a format we read (JPEG, PNG, GIF, WebP, BMP, TIFF)",
+            status=415,
+            code="not_an_image",
+        ) from err
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        raise ImageRejected(
+            f"the image data is truncated or corrupt ({err})", code="corrupt_image"
+        ) from err
+
+    image = ImageOps.exif_transpose(image)
+    rgb = _to_rgb(image)
+    rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    thumb = rgb.copy()
+    thumb.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS)
+    return CanonicalImage(
+        jpeg=_jpeg_bytes(rgb, CANONICAL_QUALITY),
+        thumbnail=_jpeg_bytes(thumb, THUMBNAIL_QUALITY),
+        width=rgb.width,
+        height=rgb.height,
+        source_format=source_format,
+        content_hash=content_hash(data),
+    )
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """RGB for every mode Pillow opens: 16-bit grey, CMYK, palettes, alpha (onto white)."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit greyscale: scale to 8 bits instead of clipping everything to white.
+        image = image.point(lambda value: value * (1 / 256)).convert("L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _jpeg_bytes(image: Image.Image, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()

@@ -1,0 +1,163 @@
+"""Vector indexes kept in Redis: the single source of truth every worker replica reads.
+
+Each index (one per method and model version) is a hash of id -> vector bytes plus a stream
+that logs every change. A replica loads the hash once, then before each search replays the
+log entries it has not seen, so a change made through any replica is visible to all of them
+as soon as the task that made it reports done. Writes are Lua scripts, atomic in Redis:
+
+- adding a vector checks that the image is still in the catalogue, so an embedding that
+  finishes after the image was deleted can never bring it back;
+- forgetting an image removes its vector from every index of every method and version.
+
+The log is trimmed to a bounded length; the id of the newest trimmed entry is kept as the
+log's floor, and a replica that last read an entry older than the floor reloads everything.
+This module deals in bytes only (no numpy), so the gateway can use it too.
+"""
+
+from dataclasses import dataclass
+
+import redis
+
+from shared import keys
+
+# Entries kept in a change log before trimming; a replica that falls further behind than
+# this reloads its whole index (cheap next to what it would replay).
+LOG_MAX_ENTRIES = 100_000
+_LOG_TRIM_SLACK = 1_000  # trim in steps rather than on every write
+
+_ADD_VECTORS = """
+-- KEYS: registry, prefix..':vectors', prefix..':log', prefix..':floor', then one catalogue
+--       meta key per vector.  ARGV: prefix, max log entries, slack, then id, vector pairs.
+local registry, vectors, log, floor = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local added = 0
+for i = 5, #KEYS do
+  local n = i - 4
+  local image_id, vector = ARGV[2 + 2 * n], ARGV[3 + 2 * n]
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    redis.call('HSET', vectors, image_id, vector)
+    redis.call('XADD', log, '*', 'op', 'add', 'id', image_id)
+    added = added + 1
+  end
+end
+if added > 0 then
+  redis.call('SADD', registry, ARGV[1])
+  local max_entries, slack = tonumber(ARGV[2]), tonumber(ARGV[3])
+  local length = redis.call('XLEN', log)
+  if length > max_entries + slack then
+    local dropped = redis.call('XRANGE', log, '-', '+', 'COUNT', length - max_entries)
+    redis.call('SET', floor, dropped[#dropped][1])
+    redis.call('XTRIM', log, 'MAXLEN', max_entries)
+  end
+end
+return added
+"""
+
+_FORGET_IMAGE = """
+-- KEYS: registry.  ARGV: image id.  Removes the id's vector from every index.
+local removed = 0
+for _, prefix in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if redis.call('HDEL', prefix .. ':vectors', ARGV[1]) == 1 then
+    redis.call('XADD', prefix .. ':log', '*', 'op', 'del', 'id', ARGV[1])
+    removed = removed + 1
+  end
+end
+return removed
+"""
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    entry_id: str
+    op: str  # "add" or "del"
+    image_id: str
+
+
+def parse_stream_id(entry_id: str) -> tuple[int, int]:
+    millis, _, sequence = entry_id.partition("-")
+    return int(millis), int(sequence or 0)
+
+
+class IndexStore:
+    """Redis operations on the vector indexes of one Redis database."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+        self._add_vectors = client.register_script(_ADD_VECTORS)
+        self._forget_image = client.register_script(_FORGET_IMAGE)
+
+    # Writes
+    def add_vectors(self, method: str, version: str, vectors: dict[str, bytes]) -> int:
+        """Store vectors of images still in the catalogue; returns how many were stored."""
+        if not vectors:
+            return 0
+        ids = list(vectors)
+        script_keys = [
+            keys.INDEX_REGISTRY,
+            keys.index_vectors(method, version),
+            keys.index_log(method, version),
+            keys.index_floor(method, version),
+            *(keys.catalog_meta(image_id) for image_id in ids),
+        ]
+        args: list[str | bytes | int] = [
+            keys.index_prefix(method, version),
+            LOG_MAX_ENTRIES,
+            _LOG_TRIM_SLACK,
+        ]
+        for image_id in ids:
+            args += [image_id, vectors[image_id]]
+        return int(self._add_vectors(keys=script_keys, args=args))
+
+    def forget_image(self, image_id: str, pipe: redis.client.Pipeline | None = None) -> None:
+        """Remove an image's vectors from every index (queued on ``pipe`` when given)."""
+        self._forget_image(keys=[keys.INDEX_REGISTRY], args=[image_id], client=pipe)
+
+    # Reads
+    def missing(self, method: str, version: str, image_ids: list[str]) -> list[str]:
+        """The ids that have no vector yet in this index (so work is never done twice)."""
+        if not image_ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for image_id in image_ids:
+            pipe.hexists(keys.index_vectors(method, version), image_id)
+        return [i for i, present in zip(image_ids, pipe.execute(), strict=True) if not present]
+
+    def size(self, method: str, version: str) -> int:
+        return int(self.redis.hlen(keys.index_vectors(method, version)))
+
+    def get_vectors(self, method: str, version: str, image_ids: list[str]) -> list[bytes | None]:
+        if not image_ids:
+            return []
+        return self.redis.hmget(keys.index_vectors(method, version), image_ids)
+
+    def scan_vectors(self, method: str, version: str, batch: int = 5_000):
+        """Yield (id, vector bytes) for the whole index, in chunks that never block Redis."""
+        for image_id, vector in self.redis.hscan_iter(
+            keys.index_vectors(method, version), count=batch
+        ):
+            yield image_id.decode(), vector
+
+    def log_position(self, method: str, version: str) -> str:
+        """The id of the newest log entry ("0-0" for an empty log)."""
+        newest = self.redis.xrevrange(keys.index_log(method, version), count=1)
+        return newest[0][0].decode() if newest else "0-0"
+
+    def log_floor(self, method: str, version: str) -> str:
+        floor = self.redis.get(keys.index_floor(method, version))
+        return floor.decode() if floor else "0-0"
+
+    def read_log(
+        self, method: str, version: str, after: str, count: int = 10_000
+    ) -> list[LogEntry]:
+        entries = self.redis.xrange(keys.index_log(method, version), min=f"({after}", count=count)
+        return [
+            LogEntry(entry_id.decode(), fields[b"op"].decode(), fields[b"id"].decode())
+            for entry_id, fields in entries
+        ]
+
+    def versions(self, method: str) -> tuple[str | None, list[str]]:
+        """The active model version and the versions whose index is being filled."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(keys.active_version(method))
+        pipe.smembers(keys.building_versions(method))
+        active, building = pipe.execute()
+        return (active.decode() if active else None), sorted(v.decode() for v in building)

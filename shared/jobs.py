@@ -1,0 +1,77 @@
+"""Job contracts: what a job record holds and how Celery task states map to job statuses.
+
+A job is one client request (a search, an indexing batch, a training run). It fans out to
+Celery tasks: one per method, or for large indexing jobs one per method and chunk of images,
+so that several replicas of a worker share the work. Task ids are derived from the job id,
+the method and the chunk number, so the gateway finds every task of a job from its record.
+"""
+
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+JobKind = Literal["search", "index", "train"]
+Status = Literal["queued", "running", "done", "failed"]
+FINAL_STATUSES: frozenset[str] = frozenset({"done", "failed"})
+
+# Celery states -> the four statuses clients see. PENDING is also what Celery reports for a
+# task it knows nothing about; the job record tells us the task was sent, so it is "queued".
+_CELERY_TO_STATUS: dict[str, Status] = {
+    "PENDING": "queued",
+    "RECEIVED": "queued",
+    "STARTED": "running",
+    "PROGRESS": "running",
+    "RETRY": "running",
+    "SUCCESS": "done",
+    "FAILURE": "failed",
+    "REVOKED": "failed",
+}
+
+
+def status_from_celery(state: str) -> Status:
+    return _CELERY_TO_STATUS.get(state, "running")
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def task_id(job_id: str, method: str, part: int = 0) -> str:
+    return f"{job_id}-{method}-{part}"
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    kind: JobKind
+    methods: list[str]
+    created_at: float = field(default_factory=time.time)
+    params: dict[str, Any] = field(default_factory=dict)
+    parts: int = 1  # tasks per method
+
+    def task_ids(self, method: str) -> list[str]:
+        return [task_id(self.id, method, part) for part in range(self.parts)]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> "JobRecord":
+        return cls(**json.loads(raw))
+
+
+def overall_status(method_statuses: list[Status]) -> Status:
+    """A job is done once every method has finished and at least one succeeded.
+
+    A search whose one method failed is still "done": the other method's results are usable,
+    and the failed method says why in its own entry.
+    """
+    if not method_statuses:
+        return "done"
+    if all(s in FINAL_STATUSES for s in method_statuses):
+        return "failed" if all(s == "failed" for s in method_statuses) else "done"
+    if all(s == "queued" for s in method_statuses):
+        return "queued"
+    return "running"

@@ -1,0 +1,100 @@
+"""Redis key layout: the one place that spells a key.
+
+Catalogue (written by the gateway, read by everyone):
+    catalog:ids                      ZSET  image id -> time added (paging, counting)
+    catalog:image:{id}               canonical JPEG the workers embed (same bytes for every model)
+    catalog:thumb:{id}               small JPEG for result lists
+    catalog:meta:{id}                JSON ImageMeta
+Jobs and uploads:
+    job:{job_id}                     JSON job record (expires)
+    query:{job_id}                   canonical JPEG of a query image (expires)
+Indexes (one per method and model version, so vectors of two models never mix):
+    index:{method}:active            the model version searches use
+    index:{method}:building          SET of model versions whose index is being filled
+    index:{method}:{version}:vectors HASH image id -> float32 vector bytes
+    index:{method}:{version}:log     STREAM of ("add"|"del", id) changes; replicas replay it
+    index:{method}:{version}:floor   id of the newest log entry trimmed away (replicas older
+                                     than it reload the whole index)
+    index:registry                   SET of index prefixes "index:{method}:{version}" for every
+                                     index that exists (the Lua scripts in shared/index_store.py
+                                     append ":vectors"/":log"/":floor" to them)
+Models:
+    model:{method}:{version}         the model file (Keras' own .keras format, never pickle)
+    model:{method}:{version}:meta    JSON model description (size, losses, dates)
+    model:{method}:versions          ZSET version -> time created
+    model:{method}:training          job id of the training in progress (a lock)
+Workers:
+    workers:{queue}                  ZSET worker hostname -> last heartbeat (unix seconds);
+                                     silent for WORKER_STALE_SECONDS = gone
+"""
+
+from typing import Final
+
+CATALOG_IDS: Final = "catalog:ids"
+INDEX_REGISTRY: Final = "index:registry"
+WORKER_HEARTBEAT_SECONDS: Final = 5.0
+WORKER_STALE_SECONDS: Final = 30.0
+
+
+def catalog_image(image_id: str) -> str:
+    return f"catalog:image:{image_id}"
+
+
+def catalog_thumb(image_id: str) -> str:
+    return f"catalog:thumb:{image_id}"
+
+
+def catalog_meta(image_id: str) -> str:
+    return f"catalog:meta:{image_id}"
+
+
+def job(job_id: str) -> str:
+    return f"job:{job_id}"
+
+
+def query_image(job_id: str) -> str:
+    return f"query:{job_id}"
+
+
+def active_version(method: str) -> str:
+    return f"index:{method}:active"
+
+
+def building_versions(method: str) -> str:
+    return f"index:{method}:building"
+
+
+def index_prefix(method: str, version: str) -> str:
+    return f"index:{method}:{version}"
+
+
+def index_vectors(method: str, version: str) -> str:
+    return f"{index_prefix(method, version)}:vectors"
+
+
+def index_log(method: str, version: str) -> str:
+    return f"{index_prefix(method, version)}:log"
+
+
+def index_floor(method: str, version: str) -> str:
+    return f"{index_prefix(method, version)}:floor"
+
+
+def model_blob(method: str, version: str) -> str:
+    return f"model:{method}:{version}"
+
+
+def model_meta(method: str, version: str) -> str:
+    return f"model:{method}:{version}:meta"
+
+
+def model_versions(method: str) -> str:
+    return f"model:{method}:versions"
+
+
+def workers(queue: str) -> str:
+    return f"workers:{queue}"
+
+
+def training_lock(method: str) -> str:
+    return f"model:{method}:training"

@@ -1,0 +1,42 @@
+"""Settings every service reads from the environment, validated once at start-up.
+
+Each service subclasses ``CommonSettings`` with its own fields; nothing else in the code
+reads ``os.environ``. Variable names are unprefixed (``REDIS_URL``, ``API_KEY``) because
+they are documented promises to users; see the settings table in README.md.
+"""
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = frozenset(
+    {"", "changeme", "change-me", "change_me", "secret", "password", "apikey"}
+)
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+
+    environment: Literal["development", "test", "production"] = "development"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Seconds a Redis call may block before the service reports Redis as unavailable.
+    redis_timeout_seconds: float = Field(default=5.0, gt=0)
+    # How long job records, Celery results and uploaded query images are kept.
+    job_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    query_image_ttl_seconds: int = Field(default=3600, ge=60)
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_redis_password(self) -> "CommonSettings":
+        if self.environment == "production" and ":changeme@" in self.redis_url:
+            raise ValueError("REDIS_URL carries a placeholder password; set a real one")
+        return self
+
+
+def refuse_placeholder(name: str, value: SecretStr | None, environment: str) -> None:
+    """Stop start-up when a secret is a known placeholder outside development."""
+    if environment == "development" or value is None:
+        return
+    if value.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
+        raise ValueError(f"{name} is a placeholder ({environment} needs a real secret)")

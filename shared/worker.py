@@ -1,0 +1,276 @@
+"""What both worker services do the same way: search, embed batches, heartbeats, task wiring.
+
+A worker service provides a ``MethodService`` subclass saying which embedder answers
+searches and which embedders indexing must fill (the autoencoder has none until trained,
+and two while a new model version is being built). Tasks stay thin: they unpack arguments
+and call the plain methods here, which the tests call too.
+"""
+
+import logging
+import os
+import socket
+import threading
+import time
+from abc import ABC, abstractmethod
+from typing import Any, Protocol
+
+import numpy as np
+import redis
+from celery import Celery, signals
+from celery.exceptions import SoftTimeLimitExceeded
+
+from shared import keys, names
+from shared.catalog import Catalog
+from shared.index_store import IndexStore
+from shared.settings import CommonSettings
+from shared.vector_index import IndexReplica, Metric, vector_to_bytes
+
+log = logging.getLogger(__name__)
+
+
+class Embedder(Protocol):
+    method: str
+    version: str
+    input_size: int
+    dim: int
+    metric: Metric
+
+    def embed(self, images: np.ndarray) -> np.ndarray: ...
+
+
+class QueryImageMissing(LookupError):
+    """The uploaded query image expired or was never stored; retrying cannot help."""
+
+
+class MethodService(ABC):
+    method: names.Method
+
+    def __init__(self, settings: CommonSettings, *, batch_size: int) -> None:
+        self.settings = settings
+        self.batch_size = batch_size
+        self.redis = redis.Redis.from_url(
+            settings.redis_url,
+            socket_timeout=settings.redis_timeout_seconds,
+            socket_connect_timeout=settings.redis_timeout_seconds,
+            health_check_interval=30,
+        )
+        self.catalog = Catalog(self.redis)
+        self.store = IndexStore(self.redis)
+        self.worker_name = socket.gethostname()  # replaced by the Celery node name at start
+        self._replicas: dict[str, IndexReplica] = {}
+        self._replicas_lock = threading.Lock()
+
+    # What each method decides
+    @abstractmethod
+    def load(self) -> None:
+        """Load models once per process, after it starts; warm them up."""
+
+    @abstractmethod
+    def search_embedder(self) -> Embedder | None:
+        """The embedder of the active model, or None when the method has no model yet."""
+
+    @abstractmethod
+    def index_embedders(self) -> list[Embedder]:
+        """Every model whose index new images must enter (active and being built)."""
+
+    def not_ready_reason(self) -> dict[str, str]:
+        return {"reason": "not_trained", "message": f"the {self.method} method has no model yet"}
+
+    # Plain functions behind the tasks
+    def search(self, query_key: str, k: int) -> dict[str, Any]:
+        embedder = self.search_embedder()
+        if embedder is None:
+            return {"method": self.method, "results": [], **self.not_ready_reason()}
+        jpeg = self.redis.get(query_key)
+        if jpeg is None:
+            raise QueryImageMissing(f"query image {query_key!r} expired or was never stored")
+        started = time.perf_counter()
+        query = self._embed_jpegs(embedder, [jpeg])[0]
+        embedded = time.perf_counter()
+        replica = self.replica(embedder)
+        hits = replica.search(query, k)
+        searched = time.perf_counter()
+        return {
+            "method": self.method,
+            "worker": self.worker_name,
+            "model_version": embedder.version,
+            "metric": embedder.metric,
+            "higher_is_better": embedder.metric == "cosine",
+            "index_size": len(replica.index),
+            "results": [
+                {"id": hit.id, "score": round(hit.score, 6), "rank": rank}
+                for rank, hit in enumerate(hits, start=1)
+            ],
+            "timings_ms": {
+                "embed": round(1000 * (embedded - started), 2),
+                "search": round(1000 * (searched - embedded), 2),
+            },
+        }
+
+    def embed_batch(self, image_ids: list[str]) -> dict[str, Any]:
+        embedders = self.index_embedders()
+        if not embedders:
+            return {"method": self.method, "requested": len(image_ids), **self.not_ready_reason()}
+        per_version = {}
+        for embedder in embedders:
+            per_version[embedder.version] = self.embed_into_index(embedder, image_ids)
+        return {"method": self.method, "requested": len(image_ids), "versions": per_version}
+
+    def embed_into_index(self, embedder: Embedder, image_ids: list[str]) -> dict[str, int]:
+        """Embed the catalogue images that this index lacks, in batches; skip the rest."""
+        unique = list(dict.fromkeys(image_ids))
+        todo = self.store.missing(self.method, embedder.version, unique)
+        embedded = gone = 0
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start : start + self.batch_size]
+            found = [
+                (i, jpeg)
+                for i, jpeg in zip(chunk, self.catalog.get_images(chunk), strict=True)
+                if jpeg
+            ]
+            gone += len(chunk) - len(found)
+            if not found:
+                continue
+            vectors = self._embed_jpegs(embedder, [jpeg for _, jpeg in found])
+            stored = self.store.add_vectors(
+                self.method,
+                embedder.version,
+                {
+                    image_id: vector_to_bytes(v)
+                    for (image_id, _), v in zip(found, vectors, strict=True)
+                },
+            )
+            embedded += stored
+            gone += len(found) - stored  # deleted while we were embedding
+        return {"embedded": embedded, "already_indexed": len(unique) - len(todo), "gone": gone}
+
+    def replica(self, embedder: Embedder) -> IndexReplica:
+        with self._replicas_lock:
+            replica = self._replicas.get(embedder.version)
+            if replica is None:
+                replica = IndexReplica(
+                    self.store, self.method, embedder.version, embedder.dim, embedder.metric
+                )
+                self._replicas[embedder.version] = replica
+            return replica
+
+    def drop_replicas_except(self, versions: set[str]) -> None:
+        """Free the memory of indexes no model of this process uses any more."""
+        with self._replicas_lock:
+            for version in list(self._replicas):
+                if version not in versions:
+                    del self._replicas[version]
+
+    def _embed_jpegs(self, embedder: Embedder, jpegs: list[bytes]) -> np.ndarray:
+        from shared.ml.runtime import decode_images
+
+        return embedder.embed(decode_images(jpegs, embedder.input_size))
+
+
+class Heartbeat:
+    """Tells /health which queues have a live, ready consumer (works with any pool)."""
+
+    def __init__(self, client: redis.Redis, hostname: str, queues: list[str]) -> None:
+        self.client = client
+        self.hostname = hostname
+        self.queues = queues
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        try:
+            for queue in self.queues:
+                self.client.zrem(keys.workers(queue), self.hostname)
+        except redis.RedisError:
+            pass  # Redis gone too; the entry goes stale by itself
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                now = time.time()
+                pipe = self.client.pipeline(transaction=False)
+                for queue in self.queues:
+                    pipe.zadd(keys.workers(queue), {self.hostname: now})
+                    pipe.zremrangebyscore(keys.workers(queue), 0, now - keys.WORKER_STALE_SECONDS)
+                pipe.execute()
+            except redis.RedisError as err:
+                log.warning("heartbeat failed", extra={"error": str(err)})
+            self._stop.wait(keys.WORKER_HEARTBEAT_SECONDS)
+
+
+TRANSIENT_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+
+
+def register_method_tasks(app: Celery, service: MethodService) -> None:
+    """Define the search and embed_batch tasks of a method and its start-up hooks."""
+    common = {
+        "bind": True,
+        # Redis hiccups are retried with backoff; bad input and bugs are not.
+        "autoretry_for": TRANSIENT_ERRORS,
+        "retry_backoff": True,
+        "max_retries": 5,
+    }
+
+    @app.task(name=names.task_search(service.method), soft_time_limit=60, time_limit=90, **common)
+    def search(self, job_id: str, query_key: str, k: int) -> dict[str, Any]:
+        log.info("search", extra={"job_id": job_id, "method": service.method, "k": k})
+        return service.search(query_key, k)
+
+    @app.task(
+        name=names.task_embed_batch(service.method), soft_time_limit=600, time_limit=660, **common
+    )
+    def embed_batch(self, job_id: str, image_ids: list[str]) -> dict[str, Any]:
+        log.info(
+            "embed batch",
+            extra={"job_id": job_id, "method": service.method, "images": len(image_ids)},
+        )
+        try:
+            return service.embed_batch(image_ids)
+        except SoftTimeLimitExceeded:
+            log.error("embed batch timed out", extra={"job_id": job_id})
+            raise
+
+    state: dict[str, Any] = {}
+
+    @signals.celeryd_after_setup.connect(weak=False)
+    def _remember_identity(sender: str, instance, **_kwargs) -> None:
+        state["hostname"] = service.worker_name = sender
+        state["queues"] = sorted(instance.app.amqp.queues.consume_from)
+
+    @signals.worker_ready.connect(weak=False)
+    def _load_then_report_ready(**_kwargs) -> None:
+        service.load()
+        heartbeat = Heartbeat(service.redis, state["hostname"], state["queues"])
+        heartbeat.start()
+        state["heartbeat"] = heartbeat
+        log.info("worker ready", extra={"method": service.method, "queues": state["queues"]})
+
+    @signals.worker_shutdown.connect(weak=False)
+    def _say_goodbye(**_kwargs) -> None:
+        if "heartbeat" in state:
+            state["heartbeat"].stop()
+
+
+def run_worker(app: Celery, method: names.Method, roles: list[str] | None = None) -> None:
+    """Start a Celery worker for a method's queues (all of them unless ``roles`` says).
+
+    The solo pool runs tasks in the worker's own process, so TensorFlow is never forked and a
+    model loads once per process; run more processes (replicas) for more throughput.
+    """
+    roles = roles or list(names.QUEUE_ROLES[method])
+    queues = ",".join(names.queue_name(method, role) for role in roles)
+    app.worker_main(
+        [
+            "worker",
+            "--pool=solo",
+            f"--queues={queues}",
+            f"--hostname={method}-{'-'.join(roles)}-{socket.gethostname()}-{os.getpid()}@%h",
+            "--without-mingle",
+            "--without-gossip",
+            f"--loglevel={app.conf.get('worker_log_level', 'INFO')}",
+        ]
+    )

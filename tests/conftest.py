@@ -1,0 +1,41 @@
+"""Fixtures every test tier shares: a private Redis server per test session."""
+
+import itertools
+from pathlib import Path
+
+import pytest
+import redis
+
+from deploy.launcher import Processes, start_redis
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples" / "grocery-store" / "images"
+_databases = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> str:
+    """A redis-server of the tests' own on a free port (append-only), stopped at the end."""
+    procs = Processes()
+    url = start_redis(procs, tmp_path_factory.mktemp("redis"))
+    yield url
+    procs.stop()
+
+
+@pytest.fixture
+def redis_client(redis_url) -> redis.Redis:
+    """A client on a fresh database of the session's Redis, so tests never see each other."""
+    database = next(_databases) % 16
+    client = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + f"/{database}")
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+@pytest.fixture(scope="session")
+def sample_images() -> dict[str, list[Path]]:
+    """The committed sample catalogue: product name -> photo paths."""
+    by_product: dict[str, list[Path]] = {}
+    for path in sorted(SAMPLES.rglob("*.jpg")):
+        by_product.setdefault(path.parent.name, []).append(path)
+    return by_product

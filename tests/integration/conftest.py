@@ -1,0 +1,106 @@
+"""The whole system for integration tests: real Redis, real Celery workers, real gateway."""
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from deploy.launcher import (
+    Processes,
+    free_port,
+    gateway_healthy,
+    start_gateway,
+    start_worker,
+    wait_for_job,
+    wait_until,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+API_KEY = "integration-test-key"
+WORKERS = [
+    ("vgg16", ["search", "index"]),
+    ("autoencoder", ["search", "index"]),
+    ("autoencoder", ["train"]),
+]
+
+
+@dataclass
+class Service:
+    base_url: str
+    api_key: str
+    env: dict[str, str]
+    procs: Processes
+    log_dir: Path
+
+    @property
+    def api(self) -> str:
+        return f"{self.base_url}/api/v1"
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"X-API-Key": self.api_key}
+
+    def add_images(self, paths: list[Path], ids: list[str] | None = None) -> dict:
+        files = [("file", (p.name, p.read_bytes(), "image/jpeg")) for p in paths]
+        data = [("id", i) for i in ids] if ids else []
+        response = requests.post(
+            f"{self.api}/images", files=files, data=data, headers=self.auth, timeout=60
+        )
+        assert response.status_code == 202, response.text
+        return response.json()
+
+    def search(self, path: Path, k: int = 5, methods: str | None = None) -> str:
+        data = {"k": str(k)} | ({"methods": methods} if methods else {})
+        response = requests.post(
+            f"{self.api}/searches",
+            files={"file": (path.name, path.read_bytes())},
+            data=data,
+            timeout=30,
+        )
+        assert response.status_code == 202, response.text
+        assert response.headers["Location"].endswith(response.json()["job_id"])
+        return response.json()["job_id"]
+
+    def wait(self, job_id: str, timeout: float = 300) -> dict:
+        return wait_for_job(self.base_url, job_id, timeout)
+
+    def search_and_wait(self, path: Path, **kwargs) -> dict:
+        job = self.wait(self.search(path, **kwargs))
+        assert job["status"] == "done", job
+        return job
+
+
+@pytest.fixture(scope="session")
+def service(redis_url, tmp_path_factory) -> Service:
+    log_dir = tmp_path_factory.mktemp("logs")
+    env = dict(os.environ)
+    env.update(
+        REDIS_URL=redis_url,
+        API_KEY=API_KEY,
+        ENVIRONMENT="test",
+        PYTHONPATH=str(ROOT),
+        VGG16_WEIGHTS_DIR=str(ROOT / "var" / "weights"),
+        # A small autoencoder so a training in the tests takes seconds, not minutes.
+        AUTOENCODER_INPUT_SIZE="64",
+        AUTOENCODER_EPOCHS="4",
+        AUTOENCODER_BATCH_SIZE="16",
+    )
+    procs = Processes()
+    port = free_port()
+    try:
+        for method, roles in WORKERS:
+            start_worker(procs, method, roles, env, log_dir)
+        start_gateway(procs, env, port, log_dir)
+        base_url = f"http://127.0.0.1:{port}"
+        queues = {f"{m}.{r}" for m, roles in WORKERS for r in roles}
+        wait_until(lambda: gateway_healthy(base_url, queues), 240, "workers to be ready", procs)
+        yield Service(base_url, API_KEY, env, procs, log_dir)
+    except Exception:
+        for log in sorted(log_dir.glob("*.log")):
+            sys.stderr.write(f"--- {log.name}\n{log.read_text()[-4000:]}\n")
+        raise
+    finally:
+        procs.stop()

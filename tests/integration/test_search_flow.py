@@ -1,0 +1,170 @@
+"""End to end through HTTP: index, search, train, search again, delete; replicas agree."""
+
+import concurrent.futures
+import time
+
+import pytest
+import requests
+
+from deploy.launcher import start_worker, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def catalogue(service, sample_images):
+    """24 fixture photos: one of each of the 21 products, and a second of three of them."""
+    chosen = {f"{product}-0": paths[0] for product, paths in sample_images.items()}
+    for product in list(sample_images)[:3]:
+        chosen[f"{product}-1"] = sample_images[product][1]
+    body = service.add_images(list(chosen.values()), ids=list(chosen))
+    job = service.wait(body["job_id"])
+    assert job["status"] == "done", job
+    return chosen
+
+
+def first_ids(job):
+    return {
+        method: [r["id"] for r in outcome.get("results", [])]
+        for method, outcome in job["methods"].items()
+    }
+
+
+def test_search_train_delete(service, catalogue):
+    query_id, query_path = "Lemon-0", catalogue["Lemon-0"]
+
+    # Indexed by vgg16 at once; the autoencoder says clearly that it has no model yet.
+    stats = requests.get(f"{service.api}/stats", timeout=5).json()
+    assert stats["catalogue_size"] == len(catalogue)
+    assert stats["methods"]["vgg16"]["index_size"] == len(catalogue)
+    assert stats["methods"]["autoencoder"]["model_version"] is None
+
+    job = service.search_and_wait(query_path, k=5)
+    vgg16 = job["methods"]["vgg16"]
+    assert vgg16["results"][0]["id"] == query_id
+    assert vgg16["results"][0]["score"] == pytest.approx(1.0, abs=1e-3)
+    assert vgg16["higher_is_better"] is True
+    assert [r["rank"] for r in vgg16["results"]] == [1, 2, 3, 4, 5]
+    assert vgg16["results"][0]["thumbnail_url"].endswith(f"/images/{query_id}/thumbnail")
+    autoencoder = job["methods"]["autoencoder"]
+    assert (autoencoder["status"], autoencoder["reason"], autoencoder["results"]) == (
+        "done",
+        "not_trained",
+        [],
+    )
+
+    # Train over HTTP; the job reports epoch progress while it runs.
+    response = requests.post(
+        f"{service.api}/models/autoencoder/trainings",
+        json={"epochs": 3},
+        headers=service.auth,
+        timeout=10,
+    )
+    assert response.status_code == 202, response.text
+    train_job_id = response.json()["job_id"]
+    second = requests.post(
+        f"{service.api}/models/autoencoder/trainings", headers=service.auth, timeout=10
+    )
+    assert second.status_code == 409 and second.json()["error"]["job_id"] == train_job_id
+    seen_epochs = set()
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        training = requests.get(
+            f"{service.api}/jobs/{train_job_id}", params={"wait": 1}, timeout=10
+        ).json()
+        progress = training["methods"]["autoencoder"].get("progress", {})
+        if progress.get("phase") == "training":
+            seen_epochs.add(progress["epoch"])
+            assert progress["val_loss"] > 0 and "eta_seconds" in progress
+        if training["status"] in ("done", "failed"):
+            break
+    assert training["status"] == "done", training
+    result = training["methods"]["autoencoder"]
+    assert result["version"].startswith("ae-") and result["index_size"] == len(catalogue)
+    assert seen_epochs, "no epoch progress was ever reported"
+
+    # Both methods now find the query image first, and so does the fused list.
+    job = service.search_and_wait(query_path, k=5)
+    ranked = first_ids(job)
+    assert ranked["vgg16"][0] == query_id
+    assert ranked["autoencoder"][0] == query_id
+    assert job["methods"]["autoencoder"]["model_version"] == result["version"]
+    assert job["methods"]["autoencoder"]["higher_is_better"] is False
+    assert job["fused"]["results"][0]["id"] == query_id
+
+    # Delete: gone from every method's results and from the catalogue.
+    response = requests.delete(f"{service.api}/images/{query_id}", headers=service.auth, timeout=10)
+    assert response.status_code == 200 and response.json()["deleted"] is True
+    job = service.search_and_wait(query_path, k=len(catalogue))
+    for method, ids in first_ids(job).items():
+        assert query_id not in ids, method
+        assert len(ids) == len(catalogue) - 1
+    assert query_id not in [r["id"] for r in job["fused"]["results"]]
+    assert requests.get(f"{service.api}/images/{query_id}", timeout=5).status_code == 404
+    assert (
+        requests.delete(
+            f"{service.api}/images/{query_id}", headers=service.auth, timeout=5
+        ).status_code
+        == 404
+    )
+
+
+def test_same_bytes_twice_make_one_entry(service, catalogue):
+    path = catalogue["Garlic-0"]
+    body = service.add_images([path, path], ids=["Garlic-0", "Garlic-0"])
+    assert [i["created"] for i in body["images"]] == [False]
+    job = service.wait(body["job_id"])
+    assert job["methods"]["vgg16"]["already_indexed"] == 1
+    assert (
+        requests.get(f"{service.api}/stats", timeout=5).json()["catalogue_size"]
+        >= len(catalogue) - 1
+    )
+    default_id = service.add_images([path])  # no id: the content hash, stored once however often
+    again = service.add_images([path])
+    assert default_id["images"][0]["id"] == again["images"][0]["id"]
+    assert again["images"][0]["created"] is False
+
+
+def test_two_replicas_see_each_others_changes(service, catalogue, sample_images):
+    replica = start_worker(
+        service.procs,
+        "vgg16",
+        ["search", "index"],
+        service.env,
+        service.log_dir,
+        name="vgg16-replica",
+    )
+    try:
+        wait_until(
+            lambda: (
+                len(
+                    requests.get(f"{service.api}/health", timeout=5).json()["queues"][
+                        "vgg16.search"
+                    ]["workers"]
+                )
+                == 2
+            ),
+            180,
+            "a second vgg16 replica",
+        )
+        new_path = sample_images["Zucchini"][2]
+        service.wait(service.add_images([new_path], ids=["Zucchini-new"])["job_id"])
+
+        def search_once(_):
+            return service.search_and_wait(new_path, k=3, methods="vgg16")["methods"]["vgg16"]
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(search_once, range(16)))
+        assert all(a["results"][0]["id"] == "Zucchini-new" for a in answers)
+        assert len({a["worker"] for a in answers}) == 2, "both replicas should have answered"
+
+        requests.delete(
+            f"{service.api}/images/Zucchini-new", headers=service.auth, timeout=5
+        ).raise_for_status()
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(search_once, range(16)))
+        assert all("Zucchini-new" not in [r["id"] for r in a["results"]] for a in answers)
+        assert len({a["worker"] for a in answers}) == 2
+    finally:
+        replica.terminate()
+        replica.wait(30)

@@ -1,0 +1,123 @@
+"""Canonicalisation of uploads: every format a phone or a user may send, and bad input."""
+
+import io
+
+import pytest
+from PIL import Image
+
+from shared.images import (
+    ImageRejected,
+    canonicalize,
+    default_image_id,
+    validate_image_id,
+)
+
+LIMITS = {"max_side": 256, "max_pixels": 10_000_000}
+
+
+def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def decoded(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+def test_canonical_image_is_rgb_jpeg_within_max_side():
+    data = encode(Image.new("RGB", (800, 400), (200, 30, 30)), "PNG")
+    image = canonicalize(data, **LIMITS)
+    out = decoded(image.jpeg)
+    assert (out.format, out.mode, out.size) == ("JPEG", "RGB", (256, 128))
+    assert (image.width, image.height) == (256, 128)
+    assert max(decoded(image.thumbnail).size) <= 160
+    assert out.getpixel((128, 64))[0] > 180
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: encode(Image.new("CMYK", (40, 30), (0, 255, 255, 0)), "JPEG"),
+        lambda: encode(Image.new("L", (40, 30), 128), "PNG"),
+        lambda: encode(Image.new("I;16", (40, 30), 40000), "PNG"),
+        lambda: encode(Image.new("P", (40, 30), 3), "PNG"),
+        lambda: encode(Image.new("RGBA", (40, 30), (255, 0, 0, 128)), "PNG"),
+        lambda: encode(Image.new("RGB", (40, 30), (0, 0, 255)), "WEBP"),
+        lambda: encode(Image.new("RGB", (40, 30), (0, 0, 255)), "BMP"),
+    ],
+    ids=["cmyk-jpeg", "grey-png", "16bit-png", "palette-png", "alpha-png", "webp", "bmp"],
+)
+def test_every_common_mode_becomes_rgb(make):
+    out = decoded(canonicalize(make(), **LIMITS).jpeg)
+    assert out.mode == "RGB" and out.size == (40, 30)
+
+
+def test_sixteen_bit_grey_keeps_its_brightness():
+    out = decoded(canonicalize(encode(Image.new("I;16", (8, 8), 32768), "PNG"), **LIMITS).jpeg)
+    assert 110 < out.getpixel((4, 4))[0] < 145  # half of 65535 -> about 128, not clipped
+
+
+def test_transparency_is_flattened_onto_white():
+    data = encode(Image.new("RGBA", (10, 10), (0, 0, 0, 0)), "PNG")
+    assert decoded(canonicalize(data, **LIMITS).jpeg).getpixel((5, 5)) >= (250, 250, 250)
+
+
+def test_animated_gif_uses_first_frame():
+    frames = [Image.new("RGB", (20, 20), c) for c in [(255, 0, 0), (0, 255, 0)]]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    red, green, _ = decoded(canonicalize(data, **LIMITS).jpeg).getpixel((10, 10))
+    assert red > 200 and green < 60
+
+
+def test_exif_orientation_is_applied():
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    data = encode(Image.new("RGB", (60, 20), (10, 200, 10)), "JPEG", exif=exif)
+    image = canonicalize(data, **LIMITS)
+    assert (image.width, image.height) == (20, 60)
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "code"),
+    [
+        (b"", 400, "empty_file"),
+        (b"%PDF-1.4 definitely not an image", 415, "not_an_image"),
+        (encode(Image.new("RGB", (200, 200), (1, 2, 3)), "JPEG")[:300], 400, "corrupt_image"),
+    ],
+    ids=["empty", "not-an-image", "truncated-jpeg"],
+)
+def test_bad_input_is_rejected_with_a_reason(data, status, code):
+    with pytest.raises(ImageRejected) as caught:
+        canonicalize(data, **LIMITS)
+    assert (caught.value.status, caught.value.code) == (status, code)
+    assert caught.value.message
+
+
+def test_decompression_bomb_is_refused_before_decoding():
+    # A PNG header declaring 30,000 x 30,000 pixels; decoding it would need 2.7 GB.
+    bomb = encode(Image.new("1", (30_000, 30_000)), "PNG")
+    assert len(bomb) < 200_000
+    with pytest.raises(ImageRejected) as caught:
+        canonicalize(bomb, max_side=256, max_pixels=50_000_000)
+    assert caught.value.status == 413
+
+
+def test_default_id_is_the_content_hash():
+    data = encode(Image.new("RGB", (5, 5)), "PNG")
+    assert default_image_id(data) == default_image_id(bytes(data))
+    assert default_image_id(data) != default_image_id(data + b"\0")
+    assert len(default_image_id(data)) == 32
+
+
+@pytest.mark.parametrize("bad", ["", "../etc/passwd", "a/b", "a\\b", "new\nline", "-x", "x" * 129])
+def test_ids_with_separators_or_control_characters_are_refused(bad):
+    with pytest.raises(ImageRejected):
+        validate_image_id(bad)
+
+
+@pytest.mark.parametrize("good", ["a", "SKU-123_v2.front", "0" * 128])
+def test_reasonable_ids_pass(good):
+    assert validate_image_id(good) == good

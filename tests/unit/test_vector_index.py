@@ -1,0 +1,118 @@
+"""Exact vector search against a brute-force reference, and replica sync through real Redis."""
+
+import numpy as np
+import pytest
+
+from shared.catalog import Catalog
+from shared.images import canonicalize
+from shared.index_store import IndexStore
+from shared.vector_index import IndexReplica, VectorIndex, vector_to_bytes
+
+
+def unit_rows(rng, n, dim):
+    rows = rng.normal(size=(n, dim)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_search_matches_brute_force(metric):
+    rng = np.random.default_rng(0)
+    vectors = unit_rows(rng, 500, 16) * rng.uniform(0.5, 2, size=(500, 1)).astype(np.float32)
+    ids = [f"img{i}" for i in range(500)]
+    index = VectorIndex(16, metric, capacity=8)  # small capacity: exercises growth
+    index.upsert(ids, vectors)
+    query = rng.normal(size=16).astype(np.float32)
+    hits = index.search(query, 10)
+    if metric == "cosine":
+        expected = np.argsort(-(vectors @ query))[:10]
+    else:
+        expected = np.argsort(np.linalg.norm(vectors - query, axis=1))[:10]
+    assert [h.id for h in hits] == [ids[i] for i in expected]
+    scores = [h.score for h in hits]
+    assert scores == sorted(scores, reverse=(metric == "cosine"))
+
+
+def test_upsert_replaces_and_remove_keeps_rows_consistent():
+    index = VectorIndex(2, "euclidean")
+    index.upsert(["a", "b", "c"], np.array([[0, 0], [5, 5], [9, 9]], np.float32))
+    index.upsert(["a"], np.array([[20, 20]], np.float32))
+    index.remove(["b", "missing"])
+    assert len(index) == 2 and "b" not in index
+    hits = index.search(np.array([0, 0], np.float32), 5)
+    assert [h.id for h in hits] == ["c", "a"]
+    assert hits[0].score == pytest.approx(np.hypot(9, 9))
+
+
+def test_empty_index_and_k_larger_than_index():
+    index = VectorIndex(3, "cosine")
+    assert index.search(np.ones(3, np.float32), 5) == []
+    index.upsert(["only"], np.array([[1, 0, 0]], np.float32))
+    assert [h.id for h in index.search(np.ones(3, np.float32), 5)] == ["only"]
+
+
+def add_catalogue_entries(client, ids):
+    catalog = Catalog(client)
+    import io
+
+    from PIL import Image
+
+    for n, image_id in enumerate(ids):
+        buffer = io.BytesIO()
+        Image.new("RGB", (8, 8), (n % 256, 0, 0)).save(buffer, "PNG")
+        image = canonicalize(buffer.getvalue(), max_side=64, max_pixels=10_000)
+        catalog.put(image_id, image, filename=None, metadata={})
+    return catalog
+
+
+def test_replicas_see_each_others_adds_and_deletes(redis_client):
+    store = IndexStore(redis_client)
+    catalog = add_catalogue_entries(redis_client, ["a", "b", "c"])
+    first = IndexReplica(store, "vgg16", "v1", 2, "cosine")
+    second = IndexReplica(store, "vgg16", "v1", 2, "cosine")
+    store.add_vectors("vgg16", "v1", {"a": vector_to_bytes(np.array([1, 0]))})
+    assert [h.id for h in first.search(np.array([1, 0], np.float32), 5)] == ["a"]
+    store.add_vectors("vgg16", "v1", {"b": vector_to_bytes(np.array([0, 1]))})
+    catalog.delete("a")
+    assert [h.id for h in first.search(np.array([1, 0], np.float32), 5)] == ["b"]
+    assert [h.id for h in second.search(np.array([1, 0], np.float32), 5)] == ["b"]
+
+
+def test_vectors_of_deleted_images_are_never_stored(redis_client):
+    store = IndexStore(redis_client)
+    catalog = add_catalogue_entries(redis_client, ["kept", "gone"])
+    catalog.delete("gone")  # deleted while its embedding was being computed
+    stored = store.add_vectors(
+        "vgg16", "v1", {"kept": vector_to_bytes(np.ones(2)), "gone": vector_to_bytes(np.ones(2))}
+    )
+    assert stored == 1
+    assert store.missing("vgg16", "v1", ["kept", "gone"]) == ["gone"]
+
+
+def test_delete_reaches_every_method_and_version(redis_client):
+    store = IndexStore(redis_client)
+    catalog = add_catalogue_entries(redis_client, ["x"])
+    for method, version in [("vgg16", "v1"), ("autoencoder", "ae1"), ("autoencoder", "ae2")]:
+        store.add_vectors(method, version, {"x": vector_to_bytes(np.ones(4))})
+    assert catalog.delete("x")
+    for method, version in [("vgg16", "v1"), ("autoencoder", "ae1"), ("autoencoder", "ae2")]:
+        assert store.size(method, version) == 0
+    assert not catalog.delete("x")
+
+
+def test_replica_reloads_when_the_log_was_trimmed_past_it(redis_client, monkeypatch):
+    import shared.index_store as index_store
+
+    monkeypatch.setattr(index_store, "LOG_MAX_ENTRIES", 5)
+    monkeypatch.setattr(index_store, "_LOG_TRIM_SLACK", 0)
+    store = IndexStore(redis_client)
+    ids = [f"i{n}" for n in range(30)]
+    add_catalogue_entries(redis_client, ids)
+    replica = IndexReplica(store, "vgg16", "v1", 2, "euclidean")
+    store.add_vectors("vgg16", "v1", {"i0": vector_to_bytes(np.zeros(2))})
+    replica.sync()
+    for n in range(1, 30):
+        store.add_vectors("vgg16", "v1", {f"i{n}": vector_to_bytes(np.array([n, 0]))})
+    assert redis_client.xlen("index:vgg16:v1:log") == 5
+    replica.sync()
+    assert len(replica.index) == 30
+    assert replica.search(np.array([29, 0], np.float32), 1)[0].id == "i29"
