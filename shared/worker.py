@@ -111,10 +111,15 @@ class MethodService(ABC):
         embedders = self.index_embedders()
         if not embedders:
             return {"method": self.method, "requested": len(image_ids), **self.not_ready_reason()}
-        per_version = {}
-        for embedder in embedders:
-            per_version[embedder.version] = self.embed_into_index(embedder, image_ids)
-        return {"method": self.method, "requested": len(image_ids), "versions": per_version}
+        per_version = {e.version: self.embed_into_index(e, image_ids) for e in embedders}
+        # Top-level counts are those of the model that answers searches (the first one);
+        # "versions" details every index filled, including one being built.
+        return {
+            "method": self.method,
+            "requested": len(image_ids),
+            **per_version[embedders[0].version],
+            "versions": per_version,
+        }
 
     def embed_into_index(self, embedder: Embedder, image_ids: list[str]) -> dict[str, int]:
         """Embed the catalogue images that this index lacks, in batches; skip the rest."""

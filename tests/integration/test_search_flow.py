@@ -112,7 +112,7 @@ def test_search_train_delete(service, catalogue):
 def test_same_bytes_twice_make_one_entry(service, catalogue):
     path = catalogue["Garlic-0"]
     body = service.add_images([path, path], ids=["Garlic-0", "Garlic-0"])
-    assert [i["created"] for i in body["images"]] == [False]
+    assert [(i["id"], i["created"]) for i in body["images"]] == [("Garlic-0", False)] * 2
     job = service.wait(body["job_id"])
     assert job["methods"]["vgg16"]["already_indexed"] == 1
     assert (

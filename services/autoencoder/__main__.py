@@ -1,0 +1,9 @@
+"""`python -m services.autoencoder [ROLE ...]`: start a autoencoder worker for the given queue roles (default all)."""
+
+import sys
+
+from shared.worker import run_worker
+
+from .worker import app
+
+run_worker(app, "autoencoder", sys.argv[1:] or None)

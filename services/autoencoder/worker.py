@@ -1,0 +1,201 @@
+"""The autoencoder worker service: trains on the catalogue, embeds, searches its index.
+
+Start:  celery -A services.autoencoder.worker worker --pool solo \
+            -Q autoencoder.search,autoencoder.index      (and a second one with -Q autoencoder.train)
+
+Model versions: a training run stores its model in Redis under a new version, fills a new
+index for it from the whole catalogue while the previous version keeps answering, then
+switches the active version in one write. Images added meanwhile are embedded into both
+(``index_embedders`` returns the active version and every version being built).
+"""
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from typing import Any
+
+from shared import keys, names
+from shared.celery_app import make_celery
+from shared.logs import configure_logging
+from shared.worker import TRANSIENT_ERRORS, Embedder, MethodService, register_method_tasks
+
+from .settings import AutoencoderSettings
+
+log = logging.getLogger(__name__)
+
+METHOD = "autoencoder"
+# Loaded model versions kept in memory: the active one, one being built, one just replaced.
+MODELS_IN_MEMORY = 3
+
+
+class AutoencoderService(MethodService):
+    method = METHOD
+
+    def __init__(self, settings: AutoencoderSettings) -> None:
+        super().__init__(settings, batch_size=settings.autoencoder_batch_size)
+        self.ae_settings = settings
+        self._embedders: OrderedDict[str, Embedder] = OrderedDict()
+        self._lock = threading.Lock()
+        self._precision_set = False
+
+    def load(self) -> None:
+        """Set up TensorFlow and load the models in use now (if any) before taking work."""
+        if not self._precision_set:
+            from shared.ml.runtime import configure_precision
+
+            policy = configure_precision(self.ae_settings.autoencoder_precision)
+            self._precision_set = True
+            log.info("precision", extra={"policy": policy})
+        for embedder in self.index_embedders():
+            log.info("model loaded", extra={"version": embedder.version})
+
+    def embedder(self, version: str) -> Embedder:
+        with self._lock:
+            if version in self._embedders:
+                self._embedders.move_to_end(version)
+                return self._embedders[version]
+        blob = self.redis.get(keys.model_blob(METHOD, version))
+        if blob is None:
+            raise LookupError(f"autoencoder model version {version!r} is not stored")
+        from .model import AutoencoderEmbedder
+
+        embedder = AutoencoderEmbedder(blob, version, batch_size=self.batch_size)
+        with self._lock:
+            self._embedders[version] = embedder
+            while len(self._embedders) > MODELS_IN_MEMORY:
+                dropped, _ = self._embedders.popitem(last=False)
+                self.drop_replicas_except(set(self._embedders))
+                log.info("model unloaded", extra={"version": dropped})
+        return embedder
+
+    def search_embedder(self) -> Embedder | None:
+        active, _ = self.store.versions(METHOD)
+        return self.embedder(active) if active else None
+
+    def index_embedders(self) -> list[Embedder]:
+        active, building = self.store.versions(METHOD)
+        versions = ([active] if active else []) + [v for v in building if v != active]
+        return [self.embedder(v) for v in versions]
+
+    def not_ready_reason(self) -> dict[str, str]:
+        return {
+            "reason": "not_trained",
+            "message": "the autoencoder has no trained model yet: start a training with "
+            "POST /api/v1/models/autoencoder/trainings",
+        }
+
+    def train(self, job_id: str, options: dict[str, Any], report) -> dict[str, Any]:
+        """Train on the current catalogue, build the new version's index, then activate it."""
+        from shared.ml.runtime import decode_images
+
+        from .training import EpochProgress, TrainingOptions, train_autoencoder
+
+        self.load()
+        cfg = self.ae_settings
+        training_options = TrainingOptions.from_mapping(
+            {
+                "latent_dim": cfg.autoencoder_latent_dim,
+                "epochs": cfg.autoencoder_epochs,
+                "patience": cfg.autoencoder_patience,
+                "batch_size": cfg.autoencoder_batch_size,
+                "validation_fraction": cfg.autoencoder_validation_fraction,
+                "contrastive_weight": cfg.autoencoder_contrastive_weight,
+                "time_budget_seconds": cfg.autoencoder_time_budget_seconds or None,
+                **options,
+            }
+        )
+        ids = self.catalog.ids()
+        report({"phase": "loading", "images": len(ids)})
+        jpegs = [jpeg for jpeg in self.catalog.get_images(ids) if jpeg is not None]
+        if len(jpegs) < 2:
+            raise ValueError("training needs at least 2 catalogue images")
+        images = decode_images(jpegs, cfg.autoencoder_input_size)
+        del jpegs
+
+        def on_epoch(progress: EpochProgress) -> None:
+            report({"phase": "training", **progress.__dict__})
+
+        outcome = train_autoencoder(images, training_options, on_epoch)
+        del images
+        version = (
+            time.strftime("ae-%Y%m%dT%H%M%SZ-", time.gmtime())
+            + hashlib.sha256(outcome.model_bytes).hexdigest()[:8]
+        )
+        meta = {
+            "version": version,
+            "created_at": time.time(),
+            "job_id": job_id,
+            "input_size": outcome.input_size,
+            "latent_dim": outcome.latent_dim,
+            "images": outcome.image_count,
+            "train_images": outcome.train_count,
+            "validation_images": outcome.val_count,
+            "epochs_run": outcome.epochs_run,
+            "best_epoch": outcome.best_epoch,
+            "best_val_loss": outcome.best_val_loss,
+            "stopped": outcome.stopped,
+            "training_seconds": round(outcome.seconds, 2),
+            "history": outcome.history,
+        }
+        # Register the version as "being built" before listing the catalogue: an image added
+        # after this point is embedded into the new index by its own indexing task.
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(keys.model_blob(METHOD, version), outcome.model_bytes)
+        pipe.set(keys.model_meta(METHOD, version), json.dumps(meta))
+        pipe.zadd(keys.model_versions(METHOD), {version: meta["created_at"]})
+        pipe.sadd(keys.building_versions(METHOD), version)
+        pipe.execute()
+        embedder = self.embedder(version)
+        ids = self.catalog.ids()
+        step = max(self.batch_size, 256)
+        for start in range(0, len(ids), step):
+            report(
+                {"phase": "embedding", "embedded": start, "images": len(ids), "version": version}
+            )
+            self.embed_into_index(embedder, ids[start : start + step])
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(keys.active_version(METHOD), version)
+        pipe.srem(keys.building_versions(METHOD), version)
+        pipe.execute()
+        log.info("model activated", extra={"job_id": job_id, "version": version})
+        return {
+            "version": version,
+            "index_size": self.store.size(METHOD, version),
+            **{k: v for k, v in meta.items() if k not in ("history", "version")},
+        }
+
+    def release_training_lock(self, job_id: str) -> None:
+        lock = keys.training_lock(METHOD)
+        if (self.redis.get(lock) or b"").decode() == job_id:
+            self.redis.delete(lock)
+
+
+settings = AutoencoderSettings()
+configure_logging(settings.log_level, service="autoencoder")
+app = make_celery(settings, "autoencoder")
+service = AutoencoderService(settings)
+register_method_tasks(app, service)
+
+
+@app.task(
+    name=names.TASK_TRAIN_AUTOENCODER,
+    bind=True,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=True,
+    max_retries=3,
+    soft_time_limit=3 * 3600,
+    time_limit=3 * 3600 + 300,
+)
+def train(self, job_id: str, options: dict[str, Any]) -> dict[str, Any]:
+    log.info("training started", extra={"job_id": job_id, "options": options})
+
+    def report(progress: dict[str, Any]) -> None:
+        self.update_state(state="PROGRESS", meta=progress)
+
+    try:
+        return service.train(job_id, options, report)
+    finally:
+        service.release_training_lock(job_id)

@@ -1,0 +1,9 @@
+"""`python -m services.vgg16 [ROLE ...]`: start a vgg16 worker for the given queue roles (default all)."""
+
+import sys
+
+from shared.worker import run_worker
+
+from .worker import app
+
+run_worker(app, "vgg16", sys.argv[1:] or None)
