@@ -94,6 +94,12 @@ class Catalog:
         raws = self.redis.mget([keys.catalog_meta(i) for i in image_ids])
         return {i: ImageMeta.from_json(raw) for i, raw in zip(image_ids, raws, strict=True) if raw}
 
+    def existing(self, image_ids: list[str]) -> set[str]:
+        if not image_ids:
+            return set()
+        scores = self.redis.zmscore(keys.CATALOG_IDS, image_ids)
+        return {i for i, score in zip(image_ids, scores, strict=True) if score is not None}
+
     def get_image(self, image_id: str) -> bytes | None:
         return self.redis.get(keys.catalog_image(image_id))
 

@@ -206,6 +206,20 @@ def list_images():
     )
 
 
+@api.post("/images/lookup")
+@read_access
+def lookup_images():
+    """Which of the given ids are in the catalogue (bulk clients skip what is there)."""
+    body = request.get_json(silent=True)
+    ids = body.get("ids") if isinstance(body, dict) else None
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise ApiError(400, "invalid_ids", 'send a JSON body {"ids": ["...", ...]}')
+    if len(ids) > 10_000:
+        raise ApiError(400, "invalid_ids", "at most 10,000 ids per lookup")
+    found = _catalog().existing(ids)
+    return jsonify({"existing": [i for i in ids if i in found]})
+
+
 def _meta_or_404(image_id: str) -> ImageMeta:
     meta = _catalog().get_meta(image_id)
     if meta is None:

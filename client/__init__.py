@@ -1,0 +1,1 @@
+"""Command-line client of the image search service: talks HTTP only (``imgsearch --help``)."""

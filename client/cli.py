@@ -1,0 +1,280 @@
+"""imgsearch: the command-line client.
+
+    imgsearch index FOLDER          upload every image below FOLDER (skips what is indexed)
+    imgsearch search IMAGE          most similar images, each method side by side (--json)
+    imgsearch delete ID             remove an image from the catalogue and every index
+    imgsearch stats                 catalogue and index sizes, model versions
+    imgsearch train                 train the autoencoder on the current catalogue
+    imgsearch eval CATALOG QUERIES  P@1, P@5, mAP@10 per method (class = parent folder)
+
+The service URL and API key come from --url/--key or IMGSEARCH_URL/API_KEY.
+"""
+
+import argparse
+import concurrent.futures
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from .api import ApiClient, ClientError, content_id, image_files
+from .evaluation import summarise
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+@dataclass
+class IndexSummary:
+    found: int = 0
+    added: int = 0
+    skipped: int = 0
+    failed: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    ids: dict[str, Path] = field(default_factory=dict)  # content id -> file
+
+    @property
+    def rate(self) -> float:
+        return self.added / self.seconds if self.seconds else 0.0
+
+
+def index_folder(
+    client: ApiClient, folder: Path, batch: int = 32, in_flight: int = 2, quiet: bool = False
+) -> IndexSummary:
+    """Upload a folder in batches; images already in the catalogue are skipped (by content hash),
+    so an interrupted run resumes where it stopped. Returns once everything is searchable."""
+    summary = IndexSummary()
+    paths = image_files(folder)
+    summary.found = len(paths)
+    for path in paths:
+        summary.ids.setdefault(content_id(path.read_bytes()), path)
+    existing: set[str] = set()
+    ids = list(summary.ids)
+    for start in range(0, len(ids), 5_000):
+        existing |= client.existing(ids[start : start + 5_000])
+    todo = [summary.ids[i] for i in ids if i not in existing]
+    summary.skipped = len(paths) - len(todo)
+    started = time.monotonic()
+    bar = tqdm(total=len(todo), unit="img", desc="indexing", disable=quiet, smoothing=0.1)
+    batches = [todo[i : i + batch] for i in range(0, len(todo), batch)]
+
+    def upload_and_wait(chunk: list[Path]) -> tuple[int, list[dict[str, str]], dict[str, Any]]:
+        body = client.add_images(chunk, root=folder)
+        job = client.wait(body["job_id"])
+        return len(body["images"]), body["rejected"], job
+
+    try:
+        # A few batches in flight: the next upload overlaps the workers' embedding.
+        with concurrent.futures.ThreadPoolExecutor(in_flight) as pool:
+            futures = {pool.submit(upload_and_wait, chunk): chunk for chunk in batches}
+            for future in concurrent.futures.as_completed(futures):
+                chunk = futures[future]
+                try:
+                    stored, rejected, job = future.result()
+                except ClientError as err:
+                    summary.failed += [{"file": str(p), "reason": str(err)} for p in chunk]
+                    bar.update(len(chunk))
+                    continue
+                summary.added += stored
+                summary.failed += [
+                    {"file": r["filename"], "reason": r["message"]} for r in rejected
+                ]
+                for method, outcome in job["methods"].items():
+                    if outcome["status"] == "failed":
+                        summary.failed.append(
+                            {"file": f"{len(chunk)} images", "reason": f"{method}: {outcome}"}
+                        )
+                bar.update(len(chunk))
+    finally:
+        bar.close()
+        summary.seconds = time.monotonic() - started
+    return summary
+
+
+def print_index_summary(summary: IndexSummary) -> None:
+    print(
+        f"{summary.found} images found: {summary.added} added, {summary.skipped} already "
+        f"indexed, {len(summary.failed)} failed; {summary.rate:.1f} images/s upload to searchable"
+    )
+    for failure in summary.failed:
+        print(f"  failed: {failure['file']}: {failure['reason']}")
+
+
+def search_rows(job: dict[str, Any]) -> list[tuple[str, ...]]:
+    columns = {m: o.get("results", []) for m, o in job["methods"].items()}
+    columns["fused"] = job.get("fused", {}).get("results", [])
+    depth = max((len(c) for c in columns.values()), default=0)
+    rows = []
+    for rank in range(depth):
+        row = [str(rank + 1)]
+        for results in columns.values():
+            row.append(
+                f"{results[rank]['id'][:24]} ({results[rank]['score']:.3f})"
+                if rank < len(results)
+                else ""
+            )
+        rows.append(tuple(row))
+    return [("rank", *columns), *rows]
+
+
+def print_table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for n, row in enumerate(rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def evaluate(
+    client: ApiClient, catalog: Path, queries: Path, concurrency: int = 4, quiet: bool = False
+) -> dict[str, Any]:
+    """Index CATALOG through the API, query every image of QUERIES, measure per method."""
+    indexed = index_folder(client, catalog, quiet=quiet)
+    labels = {image_id: path.parent.name for image_id, path in indexed.ids.items()}
+    relevant: dict[str, int] = {}
+    for label in labels.values():
+        relevant[label] = relevant.get(label, 0) + 1
+    query_paths = image_files(queries)
+
+    def run(path: Path) -> tuple[str, dict[str, Any]]:
+        job = client.wait(client.search(path, k=10)["job_id"])
+        return path.parent.name, job
+
+    rankings: dict[str, list[tuple[str, list[str]]]] = {}
+    notes: dict[str, str] = {}
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+        jobs = pool.map(run, query_paths)
+        for label, job in tqdm(jobs, total=len(query_paths), desc="querying", disable=quiet):
+            lists = {m: o for m, o in job["methods"].items()}
+            lists["fused"] = job.get("fused", {})
+            for method, outcome in lists.items():
+                if "reason" in outcome or outcome.get("status") == "failed":
+                    notes[method] = outcome.get("reason") or outcome.get("error", "failed")
+                    continue
+                ranked = [labels.get(r["id"], "?") for r in outcome.get("results", [])]
+                rankings.setdefault(method, []).append((label, ranked))
+    report = {
+        "catalog": {"folder": str(catalog), "images": len(labels), "classes": len(relevant)},
+        "queries": {"folder": str(queries), "images": len(query_paths)},
+        "query_seconds": round(time.monotonic() - started, 1),
+        "methods": {m: summarise(r, relevant) for m, r in rankings.items()},
+        "not_measured": notes,
+    }
+    return report
+
+
+def print_eval(report: dict[str, Any]) -> None:
+    rows = [("method", "queries", "P@1", "P@5", "mAP@10")]
+    for method, m in report["methods"].items():
+        rows.append(
+            (method, str(m["queries"]), f"{m['p@1']:.3f}", f"{m['p@5']:.3f}", f"{m['map@10']:.3f}")
+        )
+    print_table(rows)
+    for method, reason in report["not_measured"].items():
+        print(f"{method}: not measured ({reason})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="imgsearch", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", default=os.environ.get("IMGSEARCH_URL", DEFAULT_URL))
+    parser.add_argument("--key", default=os.environ.get("API_KEY"), help="API key for writes")
+    commands = parser.add_subparsers(dest="command", required=True)
+    index = commands.add_parser("index", help="upload every image below a folder")
+    index.add_argument("folder", type=Path)
+    index.add_argument("--batch", type=int, default=32, help="images per upload request")
+    search = commands.add_parser("search", help="find the most similar images")
+    search.add_argument("image", type=Path)
+    search.add_argument("-k", type=int, default=10)
+    search.add_argument("--methods", help="comma-separated: vgg16,autoencoder")
+    search.add_argument("--json", action="store_true", help="print the whole job as JSON")
+    delete = commands.add_parser("delete", help="remove an image everywhere")
+    delete.add_argument("id")
+    commands.add_parser("stats", help="catalogue and index sizes, model versions")
+    train = commands.add_parser("train", help="train the autoencoder on the catalogue")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    evaluation = commands.add_parser("eval", help="retrieval quality: P@1, P@5, mAP@10")
+    evaluation.add_argument("catalog", type=Path)
+    evaluation.add_argument("queries", type=Path)
+    evaluation.add_argument("--json-out", type=Path, help="also write the report here")
+    evaluation.add_argument("--concurrency", type=int, default=4)
+    args = parser.parse_args(argv)
+    client = ApiClient(args.url, args.key)
+    try:
+        return _run(client, args)
+    except ClientError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+def _run(client: ApiClient, args: argparse.Namespace) -> int:
+    for folder in [getattr(args, name, None) for name in ("folder", "catalog", "queries")]:
+        if folder is not None and not folder.is_dir():
+            raise ClientError(f"{folder} is not a folder")
+    if args.command == "index":
+        summary = index_folder(client, args.folder, batch=args.batch)
+        print_index_summary(summary)
+        return 1 if summary.failed else 0
+    if args.command == "search":
+        job = client.wait(client.search(args.image, k=args.k, methods=args.methods)["job_id"])
+        if args.json:
+            print(json.dumps(job, indent=2))
+        else:
+            print_table(search_rows(job))
+            for method, outcome in job["methods"].items():
+                if "message" in outcome or "error" in outcome:
+                    print(f"{method}: {outcome.get('message') or outcome.get('error')}")
+        return 0 if job["status"] == "done" else 1
+    if args.command == "delete":
+        client.request("DELETE", f"/images/{args.id}")
+        print(f"deleted {args.id}")
+        return 0
+    if args.command == "stats":
+        print(json.dumps(client.request("GET", "/stats"), indent=2))
+        return 0
+    if args.command == "train":
+        options = {"epochs": args.epochs} if args.epochs else {}
+        job_id = client.request("POST", "/models/autoencoder/trainings", json=options)["job_id"]
+        if args.no_wait:
+            print(job_id)
+            return 0
+        return _follow_training(client, job_id)
+    if args.command == "eval":
+        report = evaluate(client, args.catalog, args.queries, args.concurrency)
+        print_eval(report)
+        if args.json_out:
+            args.json_out.write_text(json.dumps(report, indent=2) + "\n")
+        return 0
+    raise AssertionError(args.command)
+
+
+def _follow_training(client: ApiClient, job_id: str) -> int:
+    last = None
+    while True:
+        job = client.request("GET", f"/jobs/{job_id}", params={"wait": 5})
+        outcome = job["methods"]["autoencoder"]
+        progress = outcome.get("progress")
+        if progress and progress != last:
+            if progress.get("phase") == "training":
+                print(
+                    f"epoch {progress['epoch']}/{progress['epochs']}: loss {progress['loss']:.4f}"
+                    f" val_loss {progress['val_loss']:.4f} ETA {progress['eta_seconds']:.0f}s"
+                )
+            else:
+                print(progress.get("phase"), {k: v for k, v in progress.items() if k != "phase"})
+            last = progress
+        if job["status"] in ("done", "failed"):
+            print(json.dumps(outcome, indent=2))
+            return 0 if job["status"] == "done" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
