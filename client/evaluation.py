@@ -4,7 +4,7 @@ from collections.abc import Sequence
 
 
 def precision_at(ranked: Sequence[str], label: str, k: int) -> float:
-    """Share of the first k results that carry the query's label (missing results count as wrong)."""
+    """Share of the first k results carrying the query's label (missing results count as wrong)."""
     return sum(1 for r in ranked[:k] if r == label) / k
 
 

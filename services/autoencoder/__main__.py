@@ -1,4 +1,4 @@
-"""`python -m services.autoencoder [ROLE ...]`: start a autoencoder worker for the given queue roles (default all)."""
+"""`python -m services.autoencoder [ROLE ...]`: a worker on those queue roles (default: all)."""
 
 import sys
 

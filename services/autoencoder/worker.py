@@ -1,7 +1,6 @@
 """The autoencoder worker service: trains on the catalogue, embeds, searches its index.
 
-Start:  celery -A services.autoencoder.worker worker --pool solo \
-            -Q autoencoder.search,autoencoder.index      (and a second one with -Q autoencoder.train)
+Start:  python -m services.autoencoder search index   (and another process: ... train)
 
 Model versions: a training run stores its model in Redis under a new version, fills a new
 index for it from the whole catalogue while the previous version keeps answering, then

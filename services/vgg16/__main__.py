@@ -1,4 +1,4 @@
-"""`python -m services.vgg16 [ROLE ...]`: start a vgg16 worker for the given queue roles (default all)."""
+"""`python -m services.vgg16 [ROLE ...]`: a worker on those queue roles (default: all)."""
 
 import sys
 

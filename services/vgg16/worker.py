@@ -1,8 +1,6 @@
 """The vgg16 worker service: Celery tasks that embed with VGG16 and search the vgg16 index.
 
-Start:  celery -A services.vgg16.worker worker --pool solo -Q vgg16.search,vgg16.index
-The solo pool runs tasks in the worker's own process, so TensorFlow is never forked; run
-more processes (replicas) for more throughput.
+Start:  python -m services.vgg16 search index   (see shared.worker.run_worker)
 """
 
 import logging

@@ -29,9 +29,14 @@ def error_of(response, status):
 )
 def test_writes_need_the_api_key(service, headers, status):
     files = {"file": ("a.png", png_bytes())}
-    error_of(requests.post(f"{service.api}/images", files=files, headers=headers, timeout=10), status)
+    error_of(
+        requests.post(f"{service.api}/images", files=files, headers=headers, timeout=10), status
+    )
     error_of(requests.delete(f"{service.api}/images/anything", headers=headers, timeout=10), status)
-    error_of(requests.post(f"{service.api}/models/autoencoder/trainings", headers=headers, timeout=10), status)
+    error_of(
+        requests.post(f"{service.api}/models/autoencoder/trainings", headers=headers, timeout=10),
+        status,
+    )
 
 
 def test_reads_are_open_by_default(service):
@@ -50,7 +55,15 @@ def test_reads_are_open_by_default(service):
         ({"file": ("a.png", png_bytes())}, {"k": "ten"}, 400, "invalid_k"),
         ({"file": ("a.png", png_bytes())}, {"methods": "sift"}, 400, "unknown_method"),
     ],
-    ids=["wrong-field", "not-an-image", "empty", "k-zero", "k-too-big", "k-not-a-number", "unknown-method"],
+    ids=[
+        "wrong-field",
+        "not-an-image",
+        "empty",
+        "k-zero",
+        "k-too-big",
+        "k-not-a-number",
+        "unknown-method",
+    ],
 )
 def test_bad_searches(service, files, data, status, code):
     response = requests.post(f"{service.api}/searches", files=files, data=data, timeout=10)
@@ -86,8 +99,14 @@ def test_ids_with_separators_or_control_characters_are_refused(service, bad_id):
 
 
 def test_unknown_ids_are_404(service):
-    assert error_of(requests.get(f"{service.api}/jobs/nope", timeout=5), 404)["code"] == "job_not_found"
-    assert error_of(requests.get(f"{service.api}/images/nope", timeout=5), 404)["code"] == "image_not_found"
+    assert (
+        error_of(requests.get(f"{service.api}/jobs/nope", timeout=5), 404)["code"]
+        == "job_not_found"
+    )
+    assert (
+        error_of(requests.get(f"{service.api}/images/nope", timeout=5), 404)["code"]
+        == "image_not_found"
+    )
     error_of(requests.get(f"{service.api}/images/nope/thumbnail", timeout=5), 404)
     error_of(requests.get(f"{service.api}/no/such/route", timeout=5), 404)
 
