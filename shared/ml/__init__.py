@@ -1,0 +1,1 @@
+"""TensorFlow-side helpers shared by the worker services (the gateway never imports this)."""
