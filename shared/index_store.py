@@ -15,6 +15,7 @@ This module deals in bytes only (no numpy), so the gateway can use it too.
 """
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import redis
 
@@ -70,6 +71,17 @@ class LogEntry:
     entry_id: str
     op: str  # "add" or "del"
     image_id: str
+
+
+class ModelVersions(NamedTuple):
+    active: str | None
+    building: list[str]
+    retained: list[str]
+
+    def to_fill(self) -> list[str]:
+        """Every version whose index a new image must enter, the active one first."""
+        ordered = [self.active] if self.active else []
+        return list(dict.fromkeys(ordered + self.building + self.retained))
 
 
 def parse_stream_id(entry_id: str) -> tuple[int, int]:
@@ -154,10 +166,25 @@ class IndexStore:
             for entry_id, fields in entries
         ]
 
-    def versions(self, method: str) -> tuple[str | None, list[str]]:
-        """The active model version and the versions whose index is being filled."""
+    def versions(self, method: str) -> "ModelVersions":
+        """Which model versions answer searches, are being built, and are kept complete."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.get(keys.active_version(method))
         pipe.smembers(keys.building_versions(method))
-        active, building = pipe.execute()
-        return (active.decode() if active else None), sorted(v.decode() for v in building)
+        pipe.smembers(keys.retained_versions(method))
+        active, building, retained = pipe.execute()
+        return ModelVersions(
+            active.decode() if active else None,
+            sorted(v.decode() for v in building),
+            sorted(v.decode() for v in retained),
+        )
+
+    def activate(self, method: str, version: str, previous: str | None) -> None:
+        """Make ``version`` answer searches, in one transaction; keep ``previous`` complete
+        too, so that switching back to it (a rollback) needs no re-embedding."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(keys.active_version(method), version)
+        pipe.srem(keys.building_versions(method), version)
+        pipe.delete(keys.retained_versions(method))
+        pipe.sadd(keys.retained_versions(method), version, *([previous] if previous else []))
+        pipe.execute()

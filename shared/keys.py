@@ -11,6 +11,8 @@ Jobs and uploads:
 Indexes (one per method and model version, so vectors of two models never mix):
     index:{method}:active            the model version searches use
     index:{method}:building          SET of model versions whose index is being filled
+    index:{method}:retained          SET of finished versions kept complete (the active one and
+                                     the one before it, for rollback): new images enter them all
     index:{method}:{version}:vectors HASH image id -> float32 vector bytes
     index:{method}:{version}:log     STREAM of ("add"|"del", id) changes; replicas replay it
     index:{method}:{version}:floor   id of the newest log entry trimmed away (replicas older
@@ -21,6 +23,7 @@ Indexes (one per method and model version, so vectors of two models never mix):
 Models:
     model:{method}:{version}         the model file (Keras' own .keras format, never pickle)
     model:{method}:{version}:meta    JSON model description (size, losses, dates)
+    model:{method}:{version}:{name}  PNG artifacts of a training: loss_curve, preview
     model:{method}:versions          ZSET version -> time created
     model:{method}:training          job id of the training in progress (a lock)
 Workers:
@@ -64,6 +67,10 @@ def building_versions(method: str) -> str:
     return f"index:{method}:building"
 
 
+def retained_versions(method: str) -> str:
+    return f"index:{method}:retained"
+
+
 def index_prefix(method: str, version: str) -> str:
     return f"index:{method}:{version}"
 
@@ -86,6 +93,10 @@ def model_blob(method: str, version: str) -> str:
 
 def model_meta(method: str, version: str) -> str:
     return f"model:{method}:{version}:meta"
+
+
+def model_artifact(method: str, version: str, name: str) -> str:
+    return f"model:{method}:{version}:{name}"
 
 
 def model_versions(method: str) -> str:

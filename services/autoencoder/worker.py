@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 METHOD = "autoencoder"
 # Loaded model versions kept in memory: the active one, one being built, one just replaced.
 MODELS_IN_MEMORY = 3
+PREVIEW_IMAGES = 8  # validation images shown above their reconstructions
 
 
 class AutoencoderService(MethodService):
@@ -61,9 +62,12 @@ class AutoencoderService(MethodService):
             raise LookupError(f"autoencoder model version {version!r} is not stored")
         from .model import AutoencoderEmbedder
 
-        embedder = AutoencoderEmbedder(blob, version, batch_size=self.batch_size)
+        return self.remember(AutoencoderEmbedder(blob, version, batch_size=self.batch_size))
+
+    def remember(self, embedder: Embedder) -> Embedder:
+        """Keep a loaded model, dropping the least recently used beyond MODELS_IN_MEMORY."""
         with self._lock:
-            self._embedders[version] = embedder
+            self._embedders[embedder.version] = embedder
             while len(self._embedders) > MODELS_IN_MEMORY:
                 dropped, _ = self._embedders.popitem(last=False)
                 self.drop_replicas_except(set(self._embedders))
@@ -71,13 +75,11 @@ class AutoencoderService(MethodService):
         return embedder
 
     def search_embedder(self) -> Embedder | None:
-        active, _ = self.store.versions(METHOD)
+        active = self.store.versions(METHOD).active
         return self.embedder(active) if active else None
 
     def index_embedders(self) -> list[Embedder]:
-        active, building = self.store.versions(METHOD)
-        versions = ([active] if active else []) + [v for v in building if v != active]
-        return [self.embedder(v) for v in versions]
+        return [self.embedder(v) for v in self.store.versions(METHOD).to_fill()]
 
     def not_ready_reason(self) -> dict[str, str]:
         return {
@@ -90,7 +92,15 @@ class AutoencoderService(MethodService):
         """Train on the current catalogue, build the new version's index, then activate it."""
         from shared.ml.runtime import decode_images
 
-        from .training import EpochProgress, TrainingOptions, train_autoencoder
+        from .model import AutoencoderEmbedder
+        from .training import (
+            EpochProgress,
+            TrainingOptions,
+            loss_curve_png,
+            reconstruction_preview_png,
+            split_validation,
+            train_autoencoder,
+        )
 
         self.load()
         cfg = self.ae_settings
@@ -118,11 +128,18 @@ class AutoencoderService(MethodService):
             report({"phase": "training", **progress.__dict__})
 
         outcome = train_autoencoder(images, training_options, on_epoch)
-        del images
         version = (
             time.strftime("ae-%Y%m%dT%H%M%SZ-", time.gmtime())
             + hashlib.sha256(outcome.model_bytes).hexdigest()[:8]
         )
+        embedder = AutoencoderEmbedder(outcome.model_bytes, version, batch_size=self.batch_size)
+        # The preview shows validation images: ones the model never trained on.
+        _, held_out = split_validation(
+            len(images), training_options.validation_fraction, training_options.seed
+        )
+        sample = images[held_out[:PREVIEW_IMAGES]]
+        preview = reconstruction_preview_png(sample, embedder.reconstruct(sample))
+        del images
         meta = {
             "version": version,
             "created_at": time.time(),
@@ -145,9 +162,13 @@ class AutoencoderService(MethodService):
         pipe.set(keys.model_blob(METHOD, version), outcome.model_bytes)
         pipe.set(keys.model_meta(METHOD, version), json.dumps(meta))
         pipe.zadd(keys.model_versions(METHOD), {version: meta["created_at"]})
+        pipe.set(
+            keys.model_artifact(METHOD, version, "loss_curve"), loss_curve_png(outcome.history)
+        )
+        pipe.set(keys.model_artifact(METHOD, version, "preview"), preview)
         pipe.sadd(keys.building_versions(METHOD), version)
         pipe.execute()
-        embedder = self.embedder(version)
+        self.remember(embedder)
         ids = self.catalog.ids()
         step = max(self.batch_size, 256)
         for start in range(0, len(ids), step):
@@ -155,10 +176,7 @@ class AutoencoderService(MethodService):
                 {"phase": "embedding", "embedded": start, "images": len(ids), "version": version}
             )
             self.embed_into_index(embedder, ids[start : start + step])
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(keys.active_version(METHOD), version)
-        pipe.srem(keys.building_versions(METHOD), version)
-        pipe.execute()
+        self.store.activate(METHOD, version, previous=self.store.versions(METHOD).active)
         log.info("model activated", extra={"job_id": job_id, "version": version})
         return {
             "version": version,

@@ -489,7 +489,7 @@ def _training_still_running(job_id: str) -> bool:
 def list_autoencoder_models():
     client = _redis()
     store = IndexStore(client)
-    active, building = store.versions("autoencoder")
+    active, building, _ = store.versions("autoencoder")
     versions = [v.decode() for v in client.zrevrange(keys.model_versions("autoencoder"), 0, -1)]
     metas = client.mget([keys.model_meta("autoencoder", v) for v in versions]) if versions else []
     return jsonify(
@@ -501,12 +501,59 @@ def list_autoencoder_models():
                     "version": version,
                     "active": version == active,
                     "index_size": store.size("autoencoder", version),
-                    **(json.loads(meta) if meta else {}),
+                    "loss_curve_url": url_for(
+                        "api.get_training_artifact", version=version, artifact="loss-curve"
+                    ),
+                    "preview_url": url_for(
+                        "api.get_training_artifact", version=version, artifact="preview"
+                    ),
+                    **{k: v for k, v in json.loads(meta or "{}").items() if k != "history"},
                 }
                 for version, meta in zip(versions, metas, strict=True)
             ],
         }
     )
+
+
+def _known_version(version: str) -> str:
+    if _redis().zscore(keys.model_versions("autoencoder"), version) is None:
+        raise ApiError(404, "version_not_found", f"no autoencoder model version {version!r}")
+    return version
+
+
+@api.post("/models/autoencoder/versions/<version>/activate")
+@require_key
+def activate_autoencoder_version(version: str):
+    """Switch searches to a stored version (a rollback when it is an older one)."""
+    store = IndexStore(_redis())
+    versions = store.versions("autoencoder")
+    _known_version(version)
+    if version in versions.building:
+        raise ApiError(409, "version_not_ready", f"version {version!r} is still being built")
+    if version not in versions.retained:
+        indexed, catalogue = store.size("autoencoder", version), _catalog().size()
+        if indexed < catalogue:
+            raise ApiError(
+                409,
+                "index_incomplete",
+                f"version {version!r} has vectors for {indexed} of {catalogue} images; "
+                "train again instead",
+            )
+    previous = versions.active
+    if previous != version:
+        store.activate("autoencoder", version, previous=previous)
+    log.info("model activated", extra={"version": version, "previous": previous})
+    return jsonify({"active": version, "previous": previous})
+
+
+@api.get("/models/autoencoder/versions/<version>/<any('loss-curve', 'preview'):artifact>.png")
+@read_access
+def get_training_artifact(version: str, artifact: str):
+    name = {"loss-curve": "loss_curve", "preview": "preview"}[artifact]
+    data = _redis().get(keys.model_artifact("autoencoder", _known_version(version), name))
+    if data is None:
+        raise ApiError(404, "artifact_not_found", f"version {version!r} has no {artifact} image")
+    return Response(data, mimetype="image/png")
 
 
 # Operations
@@ -541,7 +588,7 @@ def stats():
     store = IndexStore(_redis())
     methods = {}
     for method in names.METHODS:
-        active, building = store.versions(method)
+        active, building, _ = store.versions(method)
         methods[method] = {
             "model_version": active,
             "index_size": store.size(method, active) if active else 0,

@@ -1,0 +1,123 @@
+"""Autoencoder model versions: switch under concurrent searches, rollback, training artifacts."""
+
+import io
+import threading
+import time
+
+import pytest
+import requests
+from PIL import Image
+
+pytestmark = pytest.mark.integration
+
+
+def train(service, epochs=2) -> str:
+    response = requests.post(
+        f"{service.api}/models/autoencoder/trainings",
+        json={"epochs": epochs},
+        headers=service.auth,
+        timeout=10,
+    )
+    assert response.status_code == 202, response.text
+    return response.json()["job_id"]
+
+
+def finished_version(service, job_id) -> str:
+    job = service.wait(job_id, timeout=400)
+    assert job["status"] == "done", job
+    return job["methods"]["autoencoder"]["version"]
+
+
+@pytest.fixture(scope="module")
+def versioned(service, sample_images):
+    """A small catalogue with a first trained model version."""
+    paths = {f"mv-{product}": photos[3] for product, photos in list(sample_images.items())[:12]}
+    assert (
+        service.wait(service.add_images(list(paths.values()), ids=list(paths))["job_id"])["status"]
+        == "done"
+    )
+    return paths, finished_version(service, train(service))
+
+
+def test_switch_under_concurrent_searches_then_rollback(service, versioned, sample_images):
+    paths, first = versioned
+    query_id, query_path = next(iter(paths.items()))
+    answers, errors = [], []
+    stop = threading.Event()
+
+    def keep_searching():
+        while not stop.is_set():
+            try:
+                job = service.search_and_wait(query_path, k=3, methods="autoencoder")
+                answers.append(job["methods"]["autoencoder"])
+            except (AssertionError, requests.RequestException) as err:
+                errors.append(repr(err))
+
+    searchers = [threading.Thread(target=keep_searching) for _ in range(3)]
+    for thread in searchers:
+        thread.start()
+    job_id = train(service)
+    # An image added while the new version trains must end up in both versions' indexes.
+    late = sample_images["Zucchini"][1]
+    service.wait(service.add_images([late], ids=["mv-late"])["job_id"])
+    second = finished_version(service, job_id)
+    time.sleep(1.0)  # a few searches on the new version
+    stop.set()
+    for thread in searchers:
+        thread.join(60)
+
+    assert errors == []
+    versions = [a["model_version"] for a in answers]
+    assert set(versions) == {first, second}, versions
+    assert versions.index(second) > versions.index(first)
+    for answer in answers:
+        # One version per answer: a query embedded by one model and compared with vectors of
+        # another would not find itself at distance 0.
+        assert answer["results"][0]["id"] == query_id
+        assert answer["results"][0]["score"] == pytest.approx(0.0, abs=1e-3)
+
+    models = requests.get(f"{service.api}/models/autoencoder", timeout=5).json()
+    sizes = {v["version"]: v["index_size"] for v in models["versions"]}
+    assert models["active"] == second
+    assert sizes[first] == sizes[second] >= len(paths) + 1
+
+    # Rollback: the previous version answers again, complete with the late image.
+    response = requests.post(
+        f"{service.api}/models/autoencoder/versions/{first}/activate",
+        headers=service.auth,
+        timeout=5,
+    )
+    assert response.status_code == 200 and response.json() == {"active": first, "previous": second}
+    job = service.search_and_wait(late, k=1, methods="autoencoder")
+    assert job["methods"]["autoencoder"]["model_version"] == first
+    assert job["methods"]["autoencoder"]["results"][0]["id"] == "mv-late"
+    requests.post(
+        f"{service.api}/models/autoencoder/versions/{second}/activate",
+        headers=service.auth,
+        timeout=5,
+    ).raise_for_status()
+
+
+def test_activation_errors(service, versioned):
+    _, first = versioned
+    url = f"{service.api}/models/autoencoder/versions"
+    assert (
+        requests.post(f"{url}/ae-nope/activate", headers=service.auth, timeout=5).status_code == 404
+    )
+    assert requests.post(f"{url}/{first}/activate", timeout=5).status_code == 401
+
+
+def test_training_artifacts_are_served(service, versioned):
+    _, first = versioned
+    base = f"{service.api}/models/autoencoder/versions/{first}"
+    curve = requests.get(f"{base}/loss-curve.png", timeout=5)
+    assert curve.status_code == 200 and curve.headers["Content-Type"] == "image/png"
+    assert Image.open(io.BytesIO(curve.content)).size == (640, 400)
+    preview = Image.open(io.BytesIO(requests.get(f"{base}/preview.png", timeout=5).content))
+    assert preview.height > preview.width / 8  # inputs above their reconstructions: two rows
+    assert (
+        requests.get(
+            f"{service.api}/models/autoencoder/versions/nope/preview.png", timeout=5
+        ).status_code
+        == 404
+    )
