@@ -110,6 +110,7 @@ def start_redis(procs: Processes, data_dir: Path, port: int | None = None) -> st
             "--dir", str(data_dir),
             "--appendonly", "yes",
             "--save", "",
+            "--databases", "64",  # the tests give each test module a database of its own
         ],
         env=dict(os.environ),
         log_path=data_dir / "redis.log",

@@ -39,9 +39,7 @@ def make_celery(settings: CommonSettings, main: str) -> Celery:
         worker_prefetch_multiplier=1,
         broker_connection_retry_on_startup=True,
         broker_transport_options={
-            # Redis redelivers a task not acknowledged within this time: longer than the
-            # longest task (training), or it would run twice.
-            "visibility_timeout": 2 * 3600,
+            "visibility_timeout": settings.task_visibility_timeout_seconds,
             "socket_timeout": settings.redis_timeout_seconds,
             "socket_connect_timeout": settings.redis_timeout_seconds,
         },

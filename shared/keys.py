@@ -25,7 +25,9 @@ Models:
     model:{method}:{version}:meta    JSON model description (size, losses, dates)
     model:{method}:{version}:{name}  PNG artifacts of a training: loss_curve, preview
     model:{method}:versions          ZSET version -> time created
-    model:{method}:training          job id of the training in progress (a lock)
+    model:{method}:training          job id of the training in progress: a lease the trainer
+                                     renews at every report; it lapses TRAINING_LEASE_SECONDS
+                                     after a trainer dies, and then the job counts as failed
 Workers:
     workers:{queue}                  ZSET worker hostname -> last heartbeat (unix seconds);
                                      silent for WORKER_STALE_SECONDS = gone
@@ -37,6 +39,7 @@ CATALOG_IDS: Final = "catalog:ids"
 INDEX_REGISTRY: Final = "index:registry"
 WORKER_HEARTBEAT_SECONDS: Final = 5.0
 WORKER_STALE_SECONDS: Final = 30.0
+TRAINING_LEASE_SECONDS: Final = 600
 
 
 def catalog_image(image_id: str) -> str:

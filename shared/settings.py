@@ -26,6 +26,10 @@ class CommonSettings(BaseSettings):
     job_ttl_seconds: int = Field(default=24 * 3600, ge=60)
     query_image_ttl_seconds: int = Field(default=3600, ge=60)
     log_level: str = "INFO"
+    # A task whose worker died unacknowledged is delivered again after this long. It must be
+    # longer than the longest acks_late task (an indexing chunk: minutes at most); training
+    # acknowledges on receipt instead, so it never runs twice.
+    task_visibility_timeout_seconds: int = Field(default=900, ge=10)
 
     @model_validator(mode="after")
     def _refuse_placeholder_redis_password(self) -> "CommonSettings":

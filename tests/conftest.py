@@ -22,12 +22,17 @@ def redis_url(tmp_path_factory) -> str:
     procs.stop()
 
 
+def fresh_database(redis_url: str) -> str:
+    """The URL of an empty database of the session's Redis that no other test uses."""
+    url = redis_url.rsplit("/", 1)[0] + f"/{next(_databases) % 64}"
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
 @pytest.fixture
 def redis_client(redis_url) -> redis.Redis:
     """A client on a fresh database of the session's Redis, so tests never see each other."""
-    database = next(_databases) % 16
-    client = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + f"/{database}")
-    client.flushdb()
+    client = redis.Redis.from_url(fresh_database(redis_url))
     yield client
     client.flushdb()
 

@@ -16,6 +16,8 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+from celery import Task
+
 from shared import keys, names
 from shared.celery_app import make_celery
 from shared.logs import configure_logging
@@ -184,6 +186,11 @@ class AutoencoderService(MethodService):
             **{k: v for k, v in meta.items() if k not in ("history", "version")},
         }
 
+    def renew_training_lease(self, job_id: str) -> None:
+        lock = keys.training_lock(METHOD)
+        if (self.redis.get(lock) or b"").decode() == job_id:
+            self.redis.expire(lock, keys.TRAINING_LEASE_SECONDS)
+
     def release_training_lock(self, job_id: str) -> None:
         lock = keys.training_lock(METHOD)
         if (self.redis.get(lock) or b"").decode() == job_id:
@@ -197,9 +204,20 @@ service = AutoencoderService(settings)
 register_method_tasks(app, service)
 
 
+class TrainTask(Task):
+    def after_return(self, status, retval, task_id, args, kwargs, einfo) -> None:
+        # After the result is stored: a client never sees the lease gone while the job still
+        # looks running (which would read as a dead trainer).
+        service.release_training_lock(args[0])
+
+
 @app.task(
     name=names.TASK_TRAIN_AUTOENCODER,
+    base=TrainTask,
     bind=True,
+    # Acknowledged on receipt: a training outlives the broker's visibility timeout and must
+    # not start twice. If its worker dies, the lease lapses and the job reads as failed.
+    acks_late=False,
     autoretry_for=TRANSIENT_ERRORS,
     retry_backoff=True,
     max_retries=3,
@@ -210,9 +228,7 @@ def train(self, job_id: str, options: dict[str, Any]) -> dict[str, Any]:
     log.info("training started", extra={"job_id": job_id, "options": options})
 
     def report(progress: dict[str, Any]) -> None:
-        self.update_state(state="PROGRESS", meta=progress)
+        service.renew_training_lease(job_id)
+        self.update_state(state="PROGRESS", meta={**progress, "updated_at": time.time()})
 
-    try:
-        return service.train(job_id, options, report)
-    finally:
-        service.release_training_lock(job_id)
+    return service.train(job_id, options, report)

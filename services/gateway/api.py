@@ -23,7 +23,6 @@ api = Blueprint("api", __name__)
 
 # Sending a task when the broker is down must fail fast (the client gets 503), not hang.
 SEND_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5}
-TRAINING_LOCK_SECONDS = 6 * 3600
 
 
 def _redis():
@@ -372,6 +371,8 @@ def _job_view(job: JobRecord) -> dict[str, Any]:
     for method in job.methods:
         parts = [_task_outcome(AsyncResult(tid, app=celery)) for tid in job.task_ids(method)]
         methods[method] = _merge_parts(parts)
+    if job.kind == "train":
+        _fail_if_trainer_died(job, methods["autoencoder"])
     status = overall_status([m["status"] for m in methods.values()])
     view: dict[str, Any] = {
         "id": job.id,
@@ -384,6 +385,19 @@ def _job_view(job: JobRecord) -> dict[str, Any]:
     if job.kind == "search":
         _add_search_results(view, job)
     return view
+
+
+def _fail_if_trainer_died(job: JobRecord, outcome: dict[str, Any]) -> None:
+    """A running training whose lease lapsed lost its worker: say so instead of "running"."""
+    if outcome["status"] != "running":
+        return
+    holder = _redis().get(keys.training_lock("autoencoder"))
+    if holder is None or holder.decode() != job.id:
+        outcome["status"] = "failed"
+        outcome["error"] = (
+            "the training worker stopped before finishing (no progress for "
+            f"{keys.TRAINING_LEASE_SECONDS} s); start a new training"
+        )
 
 
 def _merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -460,28 +474,13 @@ def start_training():
         raise ApiError(409, "empty_catalogue", "add images before training the autoencoder")
     job = JobRecord(id=new_job_id(), kind="train", methods=["autoencoder"], params=options)
     lock_key = keys.training_lock("autoencoder")
-    if not _redis().set(lock_key, job.id, nx=True, ex=TRAINING_LOCK_SECONDS):
-        running = _redis().get(lock_key)
-        if running and _training_still_running(running.decode()):
-            raise ApiError(
-                409,
-                "training_in_progress",
-                "a training is already running",
-                job_id=running.decode(),
-            )
-        _redis().set(lock_key, job.id, ex=TRAINING_LOCK_SECONDS)
+    if not _redis().set(lock_key, job.id, nx=True, ex=keys.TRAINING_LEASE_SECONDS):
+        running = (_redis().get(lock_key) or b"").decode()
+        raise ApiError(409, "training_in_progress", "a training is already running", job_id=running)
     _store_job(job)
     _send(job, names.TASK_TRAIN_AUTOENCODER, "autoencoder", 0, [job.id, options])
     log.info("training queued", extra={"job_id": job.id, "options": options})
     return _accepted({"kind": "train"}, job.id)
-
-
-def _training_still_running(job_id: str) -> bool:
-    raw = _redis().get(keys.job(job_id))
-    if raw is None:
-        return False
-    job = JobRecord.from_json(raw)
-    return _job_view(job)["status"] not in FINAL_STATUSES
 
 
 @api.get("/models/autoencoder")

@@ -17,6 +17,7 @@ from deploy.launcher import (
     wait_for_job,
     wait_until,
 )
+from tests.conftest import fresh_database
 
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "integration-test-key"
@@ -73,12 +74,13 @@ class Service:
         return job
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def service(redis_url, tmp_path_factory) -> Service:
+    """The system on an empty Redis database of its own, for one test module."""
     log_dir = tmp_path_factory.mktemp("logs")
     env = dict(os.environ)
     env.update(
-        REDIS_URL=redis_url,
+        REDIS_URL=fresh_database(redis_url),
         API_KEY=API_KEY,
         ENVIRONMENT="test",
         PYTHONPATH=str(ROOT),
