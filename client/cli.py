@@ -130,10 +130,20 @@ def print_table(rows: list[tuple[str, ...]]) -> None:
 
 
 def evaluate(
-    client: ApiClient, catalog: Path, queries: Path, concurrency: int = 4, quiet: bool = False
+    client: ApiClient,
+    catalog: Path,
+    queries: Path,
+    concurrency: int = 4,
+    quiet: bool = False,
+    train: bool = False,
 ) -> dict[str, Any]:
-    """Index CATALOG through the API, query every image of QUERIES, measure per method."""
+    """Index CATALOG through the API (and train the autoencoder on it if asked), query every
+    image of QUERIES, measure per method and for the fused list."""
     indexed = index_folder(client, catalog, quiet=quiet)
+    training = None
+    if train:
+        job_id = client.request("POST", "/models/autoencoder/trainings", json={})["job_id"]
+        training = client.wait(job_id)["methods"]["autoencoder"]
     labels = {image_id: path.parent.name for image_id, path in indexed.ids.items()}
     relevant: dict[str, int] = {}
     for label in labels.values():
@@ -162,6 +172,7 @@ def evaluate(
         "catalog": {"folder": str(catalog), "images": len(labels), "classes": len(relevant)},
         "queries": {"folder": str(queries), "images": len(query_paths)},
         "query_seconds": round(time.monotonic() - started, 1),
+        "training": training,
         "methods": {m: summarise(r, relevant) for m, r in rankings.items()},
         "not_measured": notes,
     }
@@ -203,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     evaluation.add_argument("queries", type=Path)
     evaluation.add_argument("--json-out", type=Path, help="also write the report here")
     evaluation.add_argument("--concurrency", type=int, default=4)
+    evaluation.add_argument(
+        "--train", action="store_true", help="train the autoencoder on CATALOG before querying"
+    )
     args = parser.parse_args(argv)
     client = ApiClient(args.url, args.key)
     try:
@@ -248,7 +262,7 @@ def _run(client: ApiClient, args: argparse.Namespace) -> int:
             return 0
         return _follow_training(client, job_id)
     if args.command == "eval":
-        report = evaluate(client, args.catalog, args.queries, args.concurrency)
+        report = evaluate(client, args.catalog, args.queries, args.concurrency, train=args.train)
         print_eval(report)
         if args.json_out:
             args.json_out.write_text(json.dumps(report, indent=2) + "\n")

@@ -27,10 +27,12 @@ VAR = ROOT / "var"
 SAMPLE_CATALOGUE = ROOT / "samples" / "grocery-store" / "images"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 
-# One worker process per line: (method, queues). Searches get a process of their own so
-# they never queue behind indexing or training.
+# One worker process per line: (method, queue roles). vgg16 searches get a process of their
+# own so they never wait behind a bulk upload's batches (each takes seconds on 2 cores);
+# autoencoder batches take milliseconds, and its training runs apart.
 DEFAULT_WORKERS: list[tuple[str, list[str]]] = [
-    ("vgg16", ["search", "index"]),
+    ("vgg16", ["search"]),
+    ("vgg16", ["index"]),
     ("autoencoder", ["search", "index"]),
     ("autoencoder", ["train"]),
 ]

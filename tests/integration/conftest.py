@@ -9,6 +9,7 @@ import pytest
 import requests
 
 from deploy.launcher import (
+    DEFAULT_WORKERS,
     Processes,
     free_port,
     gateway_healthy,
@@ -21,11 +22,6 @@ from tests.conftest import fresh_database
 
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "integration-test-key"
-WORKERS = [
-    ("vgg16", ["search", "index"]),
-    ("autoencoder", ["search", "index"]),
-    ("autoencoder", ["train"]),
-]
 
 
 @dataclass
@@ -93,11 +89,11 @@ def service(redis_url, tmp_path_factory) -> Service:
     procs = Processes()
     port = free_port()
     try:
-        for method, roles in WORKERS:
+        for method, roles in DEFAULT_WORKERS:
             start_worker(procs, method, roles, env, log_dir)
         start_gateway(procs, env, port, log_dir)
         base_url = f"http://127.0.0.1:{port}"
-        queues = {f"{m}.{r}" for m, roles in WORKERS for r in roles}
+        queues = {f"{m}.{r}" for m, roles in DEFAULT_WORKERS for r in roles}
         wait_until(lambda: gateway_healthy(base_url, queues), 240, "workers to be ready", procs)
         yield Service(base_url, API_KEY, env, procs, log_dir)
     except Exception:
