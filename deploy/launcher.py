@@ -99,14 +99,27 @@ class Processes:
                 raise RuntimeError(f"{name} exited with code {process.returncode}")
 
 
-def start_redis(procs: Processes, data_dir: Path, port: int | None = None) -> str:
-    """A private Redis with append-only persistence; returns its URL once it answers."""
+def start_redis(
+    procs: Processes, data_dir: Path, port: int | None = None, password: str | None = None
+) -> str:
+    """A private Redis with append-only persistence; returns its URL once it answers.
+
+    With ``password`` Redis requires it (``requirepass``, written to a config file readable
+    only by us rather than passed on the command line, where ``ps`` would show it).
+    """
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
+    config: list[str] = []
+    if password is not None:
+        config_file = data_dir / "redis.conf"
+        config_file.touch(mode=0o600)
+        config_file.write_text(f'requirepass "{password}"\n')
+        config = [str(config_file)]
     procs.start(
         "redis",
         [
             redis_server_binary(),
+            *config,
             "--port", str(port),
             "--bind", "127.0.0.1",
             "--dir", str(data_dir),
@@ -117,7 +130,8 @@ def start_redis(procs: Processes, data_dir: Path, port: int | None = None) -> st
         env=dict(os.environ),
         log_path=data_dir / "redis.log",
     )  # fmt: skip
-    url = f"redis://127.0.0.1:{port}/0"
+    auth = f":{password}@" if password is not None else ""
+    url = f"redis://{auth}127.0.0.1:{port}/0"
     wait_until(lambda: redis_answers(url), 15, "the private Redis to answer")
     return url
 

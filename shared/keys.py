@@ -28,6 +28,10 @@ Models:
     model:{method}:training          job id of the training in progress: a lease the trainer
                                      renews at every report; it lapses TRAINING_LEASE_SECONDS
                                      after a trainer dies, and then the job counts as failed
+Gateway:
+    ratelimit:{identity}:{minute}    request count of one client in one minute (unix time // 60;
+                                     expires); identity "key-<sha256 prefix of the API key>"
+                                     or "addr-<client address>"
 Workers:
     workers:{queue}                  ZSET worker hostname -> last heartbeat (unix seconds);
                                      silent for WORKER_STALE_SECONDS = gone
@@ -112,3 +116,7 @@ def workers(queue: str) -> str:
 
 def training_lock(method: str) -> str:
     return f"model:{method}:training"
+
+
+def rate_limit(identity: str, minute: int) -> str:
+    return f"ratelimit:{identity}:{minute}"

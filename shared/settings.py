@@ -16,7 +16,11 @@ PLACEHOLDER_SECRETS = frozenset(
 
 
 class CommonSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+    # hide_input_in_errors: a failed check would otherwise print every setting it was given,
+    # API_KEY and the password in REDIS_URL included, into the start-up log.
+    model_config = SettingsConfigDict(
+        env_file=None, extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     environment: Literal["development", "test", "production"] = "development"
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -30,6 +34,8 @@ class CommonSettings(BaseSettings):
     # longer than the longest acks_late task (an indexing chunk: minutes at most); training
     # acknowledges on receipt instead, so it never runs twice.
     task_visibility_timeout_seconds: int = Field(default=900, ge=10)
+    # Port of a worker process's Prometheus metrics (/metrics); unset = not served.
+    worker_metrics_port: int | None = Field(default=None, ge=0, le=65535)
 
     @model_validator(mode="after")
     def _refuse_placeholder_redis_password(self) -> "CommonSettings":

@@ -19,7 +19,7 @@ import redis
 from celery import Celery, signals
 from celery.exceptions import SoftTimeLimitExceeded
 
-from shared import keys, names
+from shared import keys, names, worker_metrics
 from shared.catalog import Catalog
 from shared.index_store import IndexStore
 from shared.settings import CommonSettings
@@ -90,6 +90,7 @@ class MethodService(ABC):
         replica = self.replica(embedder)
         hits = replica.search(query, k)
         searched = time.perf_counter()
+        worker_metrics.observe_search(self.method, embedded - started, searched - embedded)
         return {
             "method": self.method,
             "worker": self.worker_name,
@@ -129,14 +130,18 @@ class MethodService(ABC):
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start : start + self.batch_size]
             found = [
-                (i, jpeg)
-                for i, jpeg in zip(chunk, self.catalog.get_images(chunk), strict=True)
-                if jpeg
+                (i, entry)
+                for i, entry in zip(chunk, self.catalog.get_images_and_hashes(chunk), strict=True)
+                if entry
             ]
             gone += len(chunk) - len(found)
             if not found:
                 continue
-            vectors = self._embed_jpegs(embedder, [jpeg for _, jpeg in found])
+            batch_started = time.perf_counter()
+            vectors = self._embed_jpegs(embedder, [jpeg for _, (jpeg, _) in found])
+            worker_metrics.observe_batch(
+                self.method, len(found), time.perf_counter() - batch_started
+            )
             stored = self.store.add_vectors(
                 self.method,
                 embedder.version,
@@ -144,9 +149,11 @@ class MethodService(ABC):
                     image_id: vector_to_bytes(v)
                     for (image_id, _), v in zip(found, vectors, strict=True)
                 },
+                made_from={image_id: content for image_id, (_, content) in found},
             )
             embedded += stored
-            gone += len(found) - stored  # deleted while we were embedding
+            # Deleted, or given a new picture (whose own task embeds it), while we embedded.
+            gone += len(found) - stored
         return {"embedded": embedded, "already_indexed": len(unique) - len(todo), "gone": gone}
 
     def replica(self, embedder: Embedder) -> IndexReplica:
@@ -249,6 +256,7 @@ def register_method_tasks(app: Celery, service: MethodService) -> None:
     @signals.worker_ready.connect(weak=False)
     def _load_then_report_ready(**_kwargs) -> None:
         service.load()
+        worker_metrics.start_metrics_server(service.settings.worker_metrics_port)
         heartbeat = Heartbeat(service.redis, state["hostname"], state["queues"])
         heartbeat.start()
         state["heartbeat"] = heartbeat

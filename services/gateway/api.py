@@ -177,14 +177,16 @@ def add_images():
 
 
 def _parse_metadata(raw: str) -> dict[str, Any]:
+    if len(raw) > 16_384:
+        raise ApiError(400, "invalid_metadata", "'metadata' may be at most 16 KiB")
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as err:
         raise ApiError(400, "invalid_metadata", f"'metadata' is not valid JSON: {err}") from err
+    except RecursionError as err:  # "[[[[..." deeper than the parser's stack
+        raise ApiError(400, "invalid_metadata", "'metadata' is nested too deeply") from err
     if not isinstance(value, dict):
         raise ApiError(400, "invalid_metadata", "'metadata' must be a JSON object")
-    if len(raw) > 16_384:
-        raise ApiError(400, "invalid_metadata", "'metadata' may be at most 16 KiB")
     return value
 
 

@@ -3,8 +3,11 @@
 Run:  gunicorn --threads 16 'services.gateway.app:create_app()'
 """
 
+import hashlib
 import hmac
 import logging
+import math
+import time
 from functools import wraps
 
 import kombu.exceptions
@@ -12,6 +15,7 @@ import redis
 from flask import Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from shared import keys
 from shared.catalog import Catalog
 from shared.celery_app import make_celery
 from shared.images import ImageRejected
@@ -54,9 +58,16 @@ def create_app(settings: GatewaySettings | None = None) -> Flask:
     app.extensions["celery"] = make_celery(settings, "gateway")
 
     from .api import api
+    from .metrics import init_metrics
+    from .openapi import docs
+    from .web import web
 
     app.register_blueprint(api, url_prefix="/api/v1")
+    app.register_blueprint(docs)  # /api/v1/openapi.json, /api/v1/docs
+    app.register_blueprint(web)  # the web page at /
+    init_metrics(app)  # /metrics
     _register_error_handlers(app)
+    _register_rate_limit(app)
     return app
 
 
@@ -95,16 +106,58 @@ def _register_error_handlers(app: Flask) -> None:
         return error_response(err.code or 500, code, messages.get(err.code, err.description))
 
 
+def _register_rate_limit(app: Flask) -> None:
+    """RATE_LIMIT_PER_MINUTE: a fixed one-minute window per API key, else per client address."""
+    limit = app.extensions["settings"].rate_limit_per_minute
+    if not limit:
+        return
+
+    @app.before_request
+    def _count_request():
+        if request.blueprint != "api" or request.endpoint == "api.health":
+            return None
+        now = time.time()
+        minute = int(now // 60)
+        key = keys.rate_limit(_client_identity(), minute)
+        pipe = current_app.extensions["redis"].pipeline(transaction=False)
+        pipe.incr(key)
+        pipe.expire(key, 120)  # the window's key outlives its minute, then goes
+        count, _ = pipe.execute()
+        if count <= limit:
+            return None
+        retry_after = max(1, math.ceil((minute + 1) * 60 - now))
+        response = error_response(
+            429,
+            "rate_limited",
+            f"more than {limit} requests in one minute from this client; "
+            f"try again in {retry_after} s",
+        )
+        response.headers["Retry-After"] = str(retry_after)
+        return response
+
+
+def _client_identity() -> str:
+    """Who a request counts against: its API key when valid (hashed: no secret in Redis
+    keys), else its address, so that sending made-up keys never buys a fresh budget."""
+    given = request.headers.get("X-API-Key", "")
+    if given and settings().api_key is not None and _key_is_valid(given):
+        return "key-" + hashlib.sha256(given.encode()).hexdigest()[:16]
+    return f"addr-{request.remote_addr}"
+
+
 def settings() -> GatewaySettings:
     return current_app.extensions["settings"]
 
 
-def _check_key() -> None:
+def _key_is_valid(given: str) -> bool:
     expected = settings().api_key
     if expected is None:
-        return
-    given = request.headers.get("X-API-Key", "")
-    if not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
+        return True
+    return hmac.compare_digest(given.encode(), expected.get_secret_value().encode())
+
+
+def _check_key() -> None:
+    if not _key_is_valid(request.headers.get("X-API-Key", "")):
         raise ApiError(401, "unauthorized", "a valid X-API-Key header is required for this request")
 
 

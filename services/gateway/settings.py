@@ -25,6 +25,10 @@ class GatewaySettings(CommonSettings):
     max_k: int = Field(default=100, ge=1)
     # Upper bound of GET /jobs/{id}?wait=...: a held request occupies a server thread.
     max_wait_seconds: float = Field(default=30.0, ge=0)
+    # Requests per minute per API key (per client address for requests without the key);
+    # 0 = no limit. Above it: 429 with Retry-After. A fixed one-minute window counted in
+    # Redis, so every gateway replica shares it. /health is never limited.
+    rate_limit_per_minute: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _refuse_placeholder_key(self) -> "GatewaySettings":

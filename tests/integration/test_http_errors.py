@@ -111,11 +111,12 @@ def test_unknown_ids_are_404(service):
     error_of(requests.get(f"{service.api}/no/such/route", timeout=5), 404)
 
 
-def test_metadata_must_be_a_json_object(service):
+@pytest.mark.parametrize("metadata", ["[1, 2", "[1, 2]", "[" * 100_000, "[" * 16_000])
+def test_metadata_must_be_a_small_json_object(service, metadata):
     response = requests.post(
         f"{service.api}/images",
         files={"file": ("a.png", png_bytes())},
-        data={"metadata": "[1, 2"},
+        data={"metadata": metadata},
         headers=service.auth,
         timeout=10,
     )
