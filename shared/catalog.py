@@ -66,8 +66,9 @@ class Catalog:
             metadata=metadata,
         )
         pipe = self.redis.pipeline(transaction=True)
-        if existing is not None:
-            self.index_store.forget_image(image_id, pipe=pipe)
+        # Always, not only when an entry was seen above: two uploads of one id at the same
+        # moment both see none, and the second must not keep the first one's vectors.
+        self.index_store.forget_image(image_id, pipe=pipe)
         pipe.set(keys.catalog_image(image_id), image.jpeg)
         pipe.set(keys.catalog_thumb(image_id), image.thumbnail)
         pipe.set(keys.catalog_meta(image_id), meta.to_json())
@@ -107,6 +108,20 @@ class Catalog:
         if not image_ids:
             return []
         return self.redis.mget([keys.catalog_image(i) for i in image_ids])
+
+    def get_images_and_hashes(self, image_ids: list[str]) -> list[tuple[bytes, str] | None]:
+        """Each image with the content hash of its upload, read together in one command (so
+        never an image with the hash of the one it replaced); None for an id not stored."""
+        if not image_ids:
+            return []
+        raws = self.redis.mget(
+            [keys.catalog_image(i) for i in image_ids] + [keys.catalog_meta(i) for i in image_ids]
+        )
+        images, metas = raws[: len(image_ids)], raws[len(image_ids) :]
+        return [
+            (jpeg, ImageMeta.from_json(meta).content_hash) if jpeg and meta else None
+            for jpeg, meta in zip(images, metas, strict=True)
+        ]
 
     def get_thumbnail(self, image_id: str) -> bytes | None:
         return self.redis.get(keys.catalog_thumb(image_id))

@@ -5,8 +5,9 @@ that logs every change. A replica loads the hash once, then before each search r
 log entries it has not seen, so a change made through any replica is visible to all of them
 as soon as the task that made it reports done. Writes are Lua scripts, atomic in Redis:
 
-- adding a vector checks that the image is still in the catalogue, so an embedding that
-  finishes after the image was deleted can never bring it back;
+- adding a vector checks that the image is still in the catalogue, and still the picture
+  the vector was made from, so an embedding that finishes after the image was deleted can
+  never bring it back, nor one of the old picture stay for an id given a new one;
 - forgetting an image removes its vector from every index of every method and version.
 
 The log is trimmed to a bounded length; the id of the newest trimmed entry is kept as the
@@ -28,13 +29,15 @@ _LOG_TRIM_SLACK = 1_000  # trim in steps rather than on every write
 
 _ADD_VECTORS = """
 -- KEYS: registry, prefix..':vectors', prefix..':log', prefix..':floor', then one catalogue
---       meta key per vector.  ARGV: prefix, max log entries, slack, then id, vector pairs.
+--       meta key per vector.  ARGV: prefix, max log entries, slack, then (id, vector,
+--       content hash the vector was made from, or '' for any) triples.
 local registry, vectors, log, floor = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local added = 0
 for i = 5, #KEYS do
   local n = i - 4
-  local image_id, vector = ARGV[2 + 2 * n], ARGV[3 + 2 * n]
-  if redis.call('EXISTS', KEYS[i]) == 1 then
+  local image_id, vector, made_from = ARGV[1 + 3 * n], ARGV[2 + 3 * n], ARGV[3 + 3 * n]
+  local meta = redis.call('GET', KEYS[i])
+  if meta and (made_from == '' or cjson.decode(meta)['content_hash'] == made_from) then
     redis.call('HSET', vectors, image_id, vector)
     redis.call('XADD', log, '*', 'op', 'add', 'id', image_id)
     added = added + 1
@@ -98,8 +101,18 @@ class IndexStore:
         self._forget_image = client.register_script(_FORGET_IMAGE)
 
     # Writes
-    def add_vectors(self, method: str, version: str, vectors: dict[str, bytes]) -> int:
-        """Store vectors of images still in the catalogue; returns how many were stored."""
+    def add_vectors(
+        self,
+        method: str,
+        version: str,
+        vectors: dict[str, bytes],
+        made_from: dict[str, str] | None = None,
+    ) -> int:
+        """Store vectors of images still in the catalogue; returns how many were stored.
+
+        ``made_from`` maps ids to the content hash of the picture embedded: a vector is then
+        stored only if the catalogue still holds that picture under its id.
+        """
         if not vectors:
             return 0
         ids = list(vectors)
@@ -116,7 +129,7 @@ class IndexStore:
             _LOG_TRIM_SLACK,
         ]
         for image_id in ids:
-            args += [image_id, vectors[image_id]]
+            args += [image_id, vectors[image_id], (made_from or {}).get(image_id, "")]
         return int(self._add_vectors(keys=script_keys, args=args))
 
     def forget_image(self, image_id: str, pipe: redis.client.Pipeline | None = None) -> None:

@@ -50,7 +50,7 @@ def test_empty_index_and_k_larger_than_index():
     assert [h.id for h in index.search(np.ones(3, np.float32), 5)] == ["only"]
 
 
-def add_catalogue_entries(client, ids):
+def add_catalogue_entries(client, ids, colour_offset=0):
     catalog = Catalog(client)
     import io
 
@@ -58,7 +58,7 @@ def add_catalogue_entries(client, ids):
 
     for n, image_id in enumerate(ids):
         buffer = io.BytesIO()
-        Image.new("RGB", (8, 8), (n % 256, 0, 0)).save(buffer, "PNG")
+        Image.new("RGB", (8, 8), ((n + colour_offset) % 256, 0, 0)).save(buffer, "PNG")
         image = canonicalize(buffer.getvalue(), max_side=64, max_pixels=10_000)
         catalog.put(image_id, image, filename=None, metadata={})
     return catalog
@@ -86,6 +86,31 @@ def test_vectors_of_deleted_images_are_never_stored(redis_client):
     )
     assert stored == 1
     assert store.missing("vgg16", "v1", ["kept", "gone"]) == ["gone"]
+
+
+def test_a_vector_of_a_replaced_picture_is_never_stored(redis_client):
+    store = IndexStore(redis_client)
+    catalog = add_catalogue_entries(redis_client, ["swap", "same"])
+    (_, old_hash), (_, same_hash) = catalog.get_images_and_hashes(["swap", "same"])
+    add_catalogue_entries(redis_client, ["swap"], colour_offset=99)  # new picture, same id
+    stored = store.add_vectors(
+        "vgg16",
+        "v1",
+        {"swap": vector_to_bytes(np.ones(2)), "same": vector_to_bytes(np.ones(2))},
+        made_from={"swap": old_hash, "same": same_hash},
+    )
+    assert stored == 1
+    assert store.missing("vgg16", "v1", ["swap", "same"]) == ["swap"]
+
+
+def test_an_upload_drops_vectors_of_an_entry_it_did_not_see(redis_client, monkeypatch):
+    store = IndexStore(redis_client)
+    add_catalogue_entries(redis_client, ["x"])
+    store.add_vectors("vgg16", "v1", {"x": vector_to_bytes(np.ones(2))})
+    # Two uploads of one id at the same moment: the second looked before the first wrote.
+    monkeypatch.setattr(Catalog, "get_meta", lambda self, image_id: None)
+    add_catalogue_entries(redis_client, ["x"], colour_offset=5)
+    assert store.size("vgg16", "v1") == 0
 
 
 def test_delete_reaches_every_method_and_version(redis_client):

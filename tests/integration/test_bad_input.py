@@ -1,0 +1,400 @@
+"""Bad and unusual input through HTTP: each format indexed and found, each fault a clear 4xx.
+
+Unit tests (tests/unit/test_images.py) check canonicalisation pixel by pixel; these check the
+same cases end to end: every format goes through the gateway, a worker embeds it, and a
+search finds it; every kind of bad upload gets a 4xx a person understands; and after all of
+it the workers are still there and a normal search works.
+"""
+
+import io
+import random
+import signal
+
+import pytest
+import requests
+from PIL import Image, ImageStat
+
+from deploy.launcher import gateway_healthy
+from shared import names
+from shared.celery_app import make_celery
+from shared.settings import CommonSettings
+from tests.integration.system import distinct_images, kill, start_extra_gateway
+
+pytestmark = pytest.mark.integration
+
+
+def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def photo(sample_images, product: str) -> Image.Image:
+    image = Image.open(sample_images[product][0])
+    image.load()
+    return image.convert("RGB")
+
+
+def sixteen_bit_png(image: Image.Image) -> bytes:
+    wide = image.convert("L").convert("I").point(lambda v: v * 257)  # 0..255 -> 0..65535
+    return encode(wide.convert("I;16"), "PNG")
+
+
+def alpha_png(image: Image.Image) -> tuple[bytes, Image.Image]:
+    """A photo with a transparent border; and what it looks like flattened onto white."""
+    rgba = image.convert("RGBA")
+    mask = Image.new("L", rgba.size, 0)
+    mask.paste(255, (24, 24, rgba.width - 24, rgba.height - 24))
+    rgba.putalpha(mask)
+    flat = Image.new("RGB", rgba.size, (255, 255, 255))
+    flat.paste(rgba, mask=mask)
+    return encode(rgba, "PNG"), flat
+
+
+def exif_rotated_jpeg(image: Image.Image) -> tuple[bytes, Image.Image]:
+    """Pixels stored sideways with EXIF orientation 6; and the picture a viewer shows."""
+    upright = image.crop((0, 48, 256, 208))  # 256 x 160: the stored image is 160 x 256
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    return encode(upright.transpose(Image.Transpose.ROTATE_90), "JPEG", exif=exif), upright
+
+
+@pytest.fixture(scope="module")
+def formats(service, sample_images) -> dict[str, dict]:
+    """One catalogue entry per format, each made from a different product's photo.
+
+    ``query`` is the plain RGB picture a person sees in the file: searching with it must
+    find the entry first, which shows the format was decoded to the right picture (colours
+    not inverted, orientation applied, the first frame of an animation).
+    """
+    p = {name: photo(sample_images, name) for name in sample_images}
+    alpha, alpha_flat = alpha_png(p["Garlic"])
+    rotated, upright = exif_rotated_jpeg(p["Zucchini"])
+    gif = encode(
+        p["Red-Beet"].quantize(256),
+        "GIF",
+        save_all=True,
+        append_images=[p["Tropicana-Juice-Smooth"].quantize(256)],
+        duration=100,
+        loop=0,
+    )
+    entries = {
+        "cmyk-jpeg": (encode(p["Lemon"].convert("CMYK"), "JPEG"), p["Lemon"]),
+        "grey-jpeg": (encode(p["Aubergine"].convert("L"), "JPEG"), p["Aubergine"]),
+        "grey16-png": (sixteen_bit_png(p["Orange"]), p["Orange"]),
+        "palette-png": (
+            encode(p["Plum"].convert("P", palette=Image.Palette.ADAPTIVE), "PNG"),
+            p["Plum"],
+        ),
+        "alpha-png": (alpha, alpha_flat),
+        "animated-gif": (gif, p["Red-Beet"]),
+        "exif-jpeg": (rotated, upright),
+        "webp": (encode(p["Yellow-Bell-Pepper"], "WEBP", quality=90), p["Yellow-Bell-Pepper"]),
+        "bmp": (encode(p["Galia-Melon"], "BMP"), p["Galia-Melon"]),
+        "tiff": (encode(p["Bravo-Apple-Juice"], "TIFF"), p["Bravo-Apple-Juice"]),
+    }
+    assert Image.open(io.BytesIO(entries["grey16-png"][0])).mode == "I;16"
+    assert Image.open(io.BytesIO(gif)).n_frames == 2
+    files = [("file", (f"{name}.bin", data)) for name, (data, _) in entries.items()]
+    response = requests.post(
+        f"{service.api}/images",
+        files=files,
+        data=[("id", name) for name in entries],
+        headers=service.auth,
+        timeout=60,
+    )
+    assert response.status_code == 202, response.text
+    assert response.json()["rejected"] == []
+    job = service.wait(response.json()["job_id"])
+    assert job["status"] == "done", job
+    assert job["methods"]["vgg16"]["embedded"] == len(entries)
+    return {
+        name: {"data": data, "query": encode(query, "PNG")}
+        for name, (data, query) in entries.items()
+    }
+
+
+def vgg16_search(service, data: bytes, k: int = 3) -> str:
+    response = requests.post(
+        f"{service.api}/searches",
+        files={"file": ("query", data)},
+        data={"k": str(k), "methods": "vgg16"},
+        timeout=30,
+    )
+    assert response.status_code == 202, response.text
+    return response.json()["job_id"]
+
+
+def vgg16_results(service, job_id: str) -> list[dict]:
+    job = service.wait(job_id, timeout=180)
+    assert job["status"] == "done", job
+    return job["methods"]["vgg16"]["results"]
+
+
+def test_every_format_is_indexed_and_found_first(service, formats):
+    # Submit every search first; the worker answers them while we wait for the first.
+    by_itself = {name: vgg16_search(service, entry["data"]) for name, entry in formats.items()}
+    by_picture = {name: vgg16_search(service, entry["query"]) for name, entry in formats.items()}
+    for name, job_id in by_itself.items():
+        top = vgg16_results(service, job_id)[0]
+        assert top["id"] == name, (name, top)
+        assert top["score"] == pytest.approx(1.0, abs=1e-3), (name, top)
+    for name, job_id in by_picture.items():
+        assert vgg16_results(service, job_id)[0]["id"] == name, name
+
+
+def stored(service, image_id: str) -> Image.Image:
+    response = requests.get(f"{service.api}/images/{image_id}/content", timeout=10)
+    assert response.status_code == 200 and response.headers["Content-Type"] == "image/jpeg"
+    image = Image.open(io.BytesIO(response.content))
+    image.load()
+    return image
+
+
+def test_formats_are_stored_upright_rgb_and_flattened(service, formats):
+    meta = requests.get(f"{service.api}/images/exif-jpeg", timeout=10).json()
+    assert (meta["width"], meta["height"]) == (256, 160), "EXIF orientation was not applied"
+    assert stored(service, "exif-jpeg").size == (256, 160)
+    assert stored(service, "alpha-png").getpixel((5, 5)) >= (245, 245, 245)  # onto white
+    grey16 = ImageStat.Stat(stored(service, "grey16-png").convert("L")).mean[0]
+    assert 20 < grey16 < 235, "16-bit grey was clipped to black or white"
+    for name in formats:
+        assert stored(service, name).mode == "RGB", name
+
+
+def bomb_png() -> bytes:
+    """A PNG that declares 30,000 x 30,000 pixels in a few hundred kilobytes."""
+    return encode(Image.new("1", (30_000, 30_000)), "PNG")
+
+
+def truncated_jpeg() -> bytes:
+    return encode(Image.new("RGB", (300, 300), (200, 10, 10)), "JPEG")[:400]
+
+
+BAD_FILES = {
+    "not-an-image": (b"%PDF-1.4 this is a document", 415, "not_an_image"),
+    "html-named-jpg": (b"<html><body>hello</body></html>", 415, "not_an_image"),
+    "zero-bytes": (b"", 400, "empty_file"),
+    "truncated-jpeg": (truncated_jpeg(), 400, "corrupt_image"),
+    "decompression-bomb": (bomb_png(), 413, "too_many_pixels"),
+}
+
+
+def assert_error(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"].startswith("application/json")
+    error = response.json()["error"]
+    assert error["code"] == code, error
+    # A sentence for a person, not a traceback or a bare code.
+    assert len(error["message"]) > 15 and "Traceback" not in error["message"]
+    return error
+
+
+@pytest.mark.parametrize("endpoint", ["searches", "images"])
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_bad_files_get_a_clear_4xx(service, endpoint, case):
+    data, status, code = BAD_FILES[case]
+    response = requests.post(
+        f"{service.api}/{endpoint}",
+        files={"file": (f"{case}.jpg", data, "image/jpeg")},
+        headers=service.auth,
+        timeout=30,
+    )
+    assert_error(response, status, code)
+
+
+def test_a_bad_file_in_a_bulk_upload_fails_alone(service):
+    good = distinct_images(3, seed=11)
+    bad = {case: data for case, (data, _, _) in BAD_FILES.items()}
+    files, expected_rejected = [], []
+    for n, (case, data) in enumerate(bad.items()):
+        if n < len(good):
+            files.append(("file", (f"good-{n}.png", good[n])))
+        expected_rejected.append((len(files), f"{case}.jpg", BAD_FILES[case][2]))
+        files.append(("file", (f"{case}.jpg", data)))
+    before = requests.get(f"{service.api}/stats", timeout=5).json()["catalogue_size"]
+    response = requests.post(f"{service.api}/images", files=files, headers=service.auth, timeout=60)
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert [i["filename"] for i in body["images"]] == ["good-0.png", "good-1.png", "good-2.png"]
+    rejected = [(r["position"], r["filename"], r["code"]) for r in body["rejected"]]
+    assert rejected == expected_rejected
+    assert all(len(r["message"]) > 15 for r in body["rejected"])
+    job = service.wait(body["job_id"])
+    assert job["status"] == "done", job
+    assert job["methods"]["vgg16"]["embedded"] == 3
+    after = requests.get(f"{service.api}/stats", timeout=5).json()["catalogue_size"]
+    assert after == before + 3
+
+    # Nothing usable at all: 400, and still every file's reason.
+    files = [("file", (f"{case}.jpg", data)) for case, data in bad.items()]
+    response = requests.post(f"{service.api}/images", files=files, headers=service.auth, timeout=60)
+    error = assert_error(response, 400, "no_valid_images")
+    assert [r["code"] for r in error["rejected"]] == [v[2] for v in BAD_FILES.values()]
+
+
+def png(seed: int = 0) -> bytes:
+    return distinct_images(1, seed=seed)[0]
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "kwargs", "status", "code"),
+    [
+        ("images", {"files": {"image": ("a.png", png())}}, 400, "missing_file"),
+        ("images", {"data": {"id": "x"}}, 400, "missing_file"),
+        ("searches", {"json": {"file": "a.png"}}, 400, "missing_file"),
+        ("searches", {}, 400, "missing_file"),
+        (
+            "searches",
+            {"files": [("file", ("a", png())), ("file", ("b", png(1)))]},
+            400,
+            "one_file_only",
+        ),
+        (
+            "images",
+            {"files": [("file", ("a", png())), ("file", ("b", png(1)))], "data": {"id": "one"}},
+            400,
+            "id_count_mismatch",
+        ),
+    ],
+    ids=[
+        "wrong-field",
+        "no-file",
+        "json-instead-of-multipart",
+        "empty-body",
+        "two-files-in-a-search",
+        "ids-do-not-match-files",
+    ],
+)
+def test_wrong_or_missing_multipart_fields(service, endpoint, kwargs, status, code):
+    response = requests.post(
+        f"{service.api}/{endpoint}", headers=service.auth, timeout=30, **kwargs
+    )
+    assert_error(response, status, code)
+
+
+@pytest.mark.parametrize(
+    "bad_id",
+    [
+        "a/b",
+        "..",
+        "../x",
+        "a\\b",
+        "x\ny",
+        "x\ty",
+        "x\x00y",
+        "x\x1by",
+        "-x",
+        ".hidden",
+        "é",
+        "x" * 129,
+    ],
+)
+def test_ids_with_separators_or_control_characters(service, bad_id):
+    response = requests.post(
+        f"{service.api}/images",
+        files={"file": ("a.png", png(3))},
+        data={"id": bad_id},
+        headers=service.auth,
+        timeout=30,
+    )
+    assert "invalid id" in assert_error(response, 400, "invalid_id")["message"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["..%2F..%2Fetc%2Fpasswd", "%2e%2e", "a%00b", "a%0Ab", "a%2Fb/content", "x" * 300],
+)
+def test_odd_ids_in_urls_are_404_not_errors(service, path):
+    for suffix in ("", "/thumbnail"):
+        response = requests.get(f"{service.api}/images/{path}{suffix}", timeout=10)
+        assert response.status_code == 404, (path, response.text)
+        assert response.json()["error"]["code"]
+
+
+@pytest.mark.parametrize("k", ["-1", "0", "101", "1.5", "1e2", "99999999999999999999999"])
+def test_k_out_of_range(service, k):
+    response = requests.post(
+        f"{service.api}/searches", files={"file": ("a.png", png())}, data={"k": k}, timeout=30
+    )
+    assert_error(response, 400, "invalid_k")
+
+
+@pytest.fixture(scope="module")
+def small_gateway(service, tmp_path_factory):
+    """A second gateway on the same Redis and workers with small upload limits."""
+    gateway, process = start_extra_gateway(
+        service,
+        tmp_path_factory.mktemp("small-gateway"),
+        MAX_UPLOAD_BYTES="65536",
+        MAX_FILES_PER_REQUEST="3",
+        MAX_IMAGE_PIXELS="1000000",
+    )
+    yield gateway
+    kill(process, signal.SIGTERM)
+
+
+def test_limits_are_configurable_and_answer_413(service, small_gateway, formats):
+    noise = random.Random(5).randbytes(200_000)
+    big = encode(Image.frombytes("L", (400, 500), noise), "PNG")  # incompressible: > 64 KiB
+    assert len(big) > 65536
+    huge = random.Random(6).randbytes(20_000_000)  # the client must read a 413, not a reset
+    for endpoint, data in (("searches", big), ("images", big), ("searches", huge)):
+        response = requests.post(
+            f"{small_gateway.api}/{endpoint}",
+            files={"file": ("big.png", data)},
+            headers=small_gateway.auth,
+            timeout=30,
+        )
+        error = assert_error(response, 413, "request_entity_too_large")
+        assert "65,536 bytes" in error["message"]
+
+    files = [("file", (f"{n}.png", png(n))) for n in range(4)]
+    response = requests.post(
+        f"{small_gateway.api}/images", files=files, headers=small_gateway.auth, timeout=30
+    )
+    assert "at most 3 files" in assert_error(response, 413, "too_many_files")["message"]
+
+    wide = encode(Image.new("RGB", (1100, 1000), (9, 9, 9)), "PNG")  # 1.1 MP > 1 MP limit
+    response = requests.post(
+        f"{small_gateway.api}/searches", files={"file": ("wide.png", wide)}, timeout=30
+    )
+    assert "1,000,000 pixels" in assert_error(response, 413, "too_many_pixels")["message"]
+    # The same image is fine under the default limits of the main gateway.
+    response = requests.post(
+        f"{service.api}/searches", files={"file": ("wide.png", wide)}, timeout=30
+    )
+    assert response.status_code == 202, response.text
+
+    # Below the limits the small gateway works as usual.
+    job_id = vgg16_search(small_gateway, formats["webp"]["data"])
+    assert vgg16_results(small_gateway, job_id)[0]["score"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_a_task_that_cannot_succeed_fails_once(service):
+    """A search whose query image is gone fails at once, with its reason, and is not retried."""
+    app = make_celery(CommonSettings(redis_url=service.env["REDIS_URL"]), "test")
+    task_id = "no-such-query-vgg16-0"
+    result = app.send_task(
+        names.task_search("vgg16"),
+        args=["no-such-query", "query:no-such-query", 3],
+        task_id=task_id,
+        queue="vgg16.search",
+    )
+    with pytest.raises(Exception, match="expired or was never stored") as caught:
+        result.get(timeout=60, propagate=True)
+    assert type(caught.value).__name__ == "QueryImageMissing"
+    assert result.state == "FAILURE"
+    logs = "".join(p.read_text(errors="replace") for p in service.log_dir.glob("vgg16-*.log"))
+    assert f"{task_id}] retry" not in logs.lower()
+
+
+def test_workers_are_healthy_after_all_the_bad_input(service, formats):
+    """Last in the module: every queue still has its worker, and a normal search works."""
+    service.procs.check_alive()
+    health = requests.get(f"{service.api}/health", timeout=10).json()
+    assert health["status"] == "ok", health
+    queues = {q for q, entry in health["queues"].items() if entry["workers"]}
+    assert gateway_healthy(service.base_url, queues) and len(queues) == len(names.all_queues())
+    top = vgg16_results(service, vgg16_search(service, formats["webp"]["query"]))[0]
+    assert top["id"] == "webp"
