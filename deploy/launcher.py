@@ -233,7 +233,24 @@ def development_api_key() -> str:
     return key
 
 
+def _stop_on_signals() -> None:
+    """Ctrl-C and `kill` both stop everything started here (a launcher started in the
+    background inherits SIGINT ignored, so set it explicitly)."""
+
+    def interrupt(signum, _frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 def main() -> int:
+    _stop_on_signals()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--no-sample", action="store_true", help="do not index the sample catalogue"
@@ -247,6 +264,9 @@ def main() -> int:
     api_key = env.get("API_KEY") or development_api_key()
     logs = VAR / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    if port_in_use(port):
+        print(f"error: port {port} is in use; stop what runs there or set GATEWAY_PORT")
+        return 1
     try:
         if redis_answers(redis_url):
             print(f"Using the Redis at {redis_url}")
