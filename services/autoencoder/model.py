@@ -17,8 +17,9 @@ for reconstruction: pooling makes it insensitive to where the product sits in th
 on the unit sphere Euclidean distance ranks like cosine similarity. The decoder reads that
 same vector, so the search vector is exactly the bottleneck the decoder is trained on.
 
-BatchNorm is the default because it doubled what the contrastive term learns per epoch in
-the measurements (GroupNorm was slower on CPU and learnt less in the same time).
+BatchNorm is the default: with it the contrastive training got further in 7 epochs than
+without in 14 (P@1 0.269 vs 0.240); GroupNorm was slower on CPU and learnt less in the same
+time (services/autoencoder/research.py).
 
 Models are stored in Keras' own ``.keras`` format (no pickle) and travel as bytes through
 Redis, so every replica loads the same file.

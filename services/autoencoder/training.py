@@ -62,6 +62,26 @@ class TrainingOptions:
     # Stop before an epoch that would end after this many seconds (None = no limit).
     time_budget_seconds: float | None = 540.0
 
+    def __post_init__(self) -> None:
+        checks = {
+            "latent_dim": self.latent_dim >= 2,
+            "epochs": self.epochs >= 1,
+            "patience": self.patience >= 1,
+            "batch_size": self.batch_size >= 1,
+            "validation_fraction": 0 < self.validation_fraction < 1,
+            "learning_rate": self.learning_rate >= 0,
+            "lr_schedule": self.lr_schedule in ("cosine", "constant"),
+            "contrastive_weight": self.contrastive_weight >= 0,
+            "temperature": self.temperature > 0,
+            "min_crop_area": 0 < self.min_crop_area <= 1,
+            "jitter": 0 <= self.jitter < 1,
+            "time_budget_seconds": self.time_budget_seconds is None or self.time_budget_seconds > 0,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            values = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
+            raise ValueError(f"invalid training options: {values}")
+
     @classmethod
     def from_mapping(cls, values: dict) -> "TrainingOptions":
         """Options from a dict (e.g. a task's JSON options); unknown keys are refused."""
@@ -340,8 +360,6 @@ def train_autoencoder(
         .prefetch(2)
     )
     val_ds = tf.data.Dataset.from_tensor_slices(images[val_idx]).batch(options.batch_size)
-    if options.lr_schedule not in ("cosine", "constant"):
-        raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {options.lr_schedule!r}")
     supervisor = _Supervisor(
         options.epochs,
         options.patience,

@@ -213,6 +213,10 @@ def test_options_from_settings_and_job_overrides():
     assert options.time_budget_seconds is None
     with pytest.raises(ValueError, match="unknown training options"):
         TrainingOptions.from_mapping({"latnet_dim": 3})
+    with pytest.raises(ValueError, match="epochs=0"):
+        TrainingOptions.from_mapping({"epochs": 0})
+    with pytest.raises(ValueError, match="temperature"):
+        TrainingOptions(temperature=0)
 
 
 def test_loss_curve_png_decodes():
