@@ -375,6 +375,8 @@ def train_autoencoder(
         shuffle=False,  # the dataset reshuffles itself each epoch
         verbose=0,
     )
+    if supervisor.best_weights is None:
+        raise FloatingPointError("training diverged: no epoch had a finite validation loss")
     stored = float32_copy(parts.autoencoder)
     return TrainingOutcome(
         model_bytes=model_to_bytes(stored),
