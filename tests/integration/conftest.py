@@ -70,13 +70,11 @@ class Service:
         return job
 
 
-@pytest.fixture(scope="module")
-def service(redis_url, tmp_path_factory) -> Service:
-    """The system on an empty Redis database of its own, for one test module."""
-    log_dir = tmp_path_factory.mktemp("logs")
+def base_env(redis_url: str, **overrides: str) -> dict[str, str]:
+    """The environment the test systems give their processes, plus overrides."""
     env = dict(os.environ)
     env.update(
-        REDIS_URL=fresh_database(redis_url),
+        REDIS_URL=redis_url,
         API_KEY=API_KEY,
         ENVIRONMENT="test",
         PYTHONPATH=str(ROOT),
@@ -86,6 +84,15 @@ def service(redis_url, tmp_path_factory) -> Service:
         AUTOENCODER_EPOCHS="4",
         AUTOENCODER_BATCH_SIZE="16",
     )
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture(scope="module")
+def service(redis_url, tmp_path_factory) -> Service:
+    """The system on an empty Redis database of its own, for one test module."""
+    log_dir = tmp_path_factory.mktemp("logs")
+    env = base_env(fresh_database(redis_url))
     procs = Processes()
     port = free_port()
     try:

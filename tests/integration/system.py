@@ -26,7 +26,7 @@ from deploy.launcher import (
     start_worker,
     wait_until,
 )
-from tests.integration.conftest import API_KEY, ROOT, Service
+from tests.integration.conftest import API_KEY, Service
 
 # vgg16 search and index, autoencoder search and index: enough for searches and index jobs
 # to finish (an index job waits for both methods). No trainer: these tests never train.
@@ -34,23 +34,6 @@ CORE_WORKERS: list[tuple[str, list[str]]] = [
     ("vgg16", ["search", "index"]),
     ("autoencoder", ["search", "index"]),
 ]
-
-
-def base_env(redis_url: str, **overrides: str) -> dict[str, str]:
-    """The environment the ``service`` fixture gives its processes, plus overrides."""
-    env = dict(os.environ)
-    env.update(
-        REDIS_URL=redis_url,
-        API_KEY=API_KEY,
-        ENVIRONMENT="test",
-        PYTHONPATH=str(ROOT),
-        VGG16_WEIGHTS_DIR=str(ROOT / "var" / "weights"),
-        AUTOENCODER_INPUT_SIZE="64",
-        AUTOENCODER_EPOCHS="4",
-        AUTOENCODER_BATCH_SIZE="16",
-    )
-    env.update(overrides)
-    return env
 
 
 def queues_of(workers: list[tuple[str, list[str]]]) -> set[str]:

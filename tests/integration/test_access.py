@@ -24,10 +24,9 @@ from shared.celery_app import make_celery
 from shared.images import default_image_id
 from shared.settings import CommonSettings
 from tests.conftest import fresh_database
-from tests.integration.conftest import ROOT
+from tests.integration.conftest import ROOT, base_env
 from tests.integration.system import (
     answers,
-    base_env,
     distinct_images,
     dump_logs,
     kill,

@@ -28,11 +28,10 @@ from deploy.launcher import (
     start_worker,
     wait_until,
 )
-from tests.integration.conftest import Service
+from tests.integration.conftest import Service, base_env
 from tests.integration.system import (
     CORE_WORKERS,
     answers,
-    base_env,
     child,
     distinct_images,
     dump_logs,
