@@ -479,8 +479,12 @@ def start_training():
     if not _redis().set(lock_key, job.id, nx=True, ex=keys.TRAINING_LEASE_SECONDS):
         running = (_redis().get(lock_key) or b"").decode()
         raise ApiError(409, "training_in_progress", "a training is already running", job_id=running)
-    _store_job(job)
-    _send(job, names.TASK_TRAIN_AUTOENCODER, "autoencoder", 0, [job.id, options])
+    try:
+        _store_job(job)
+        _send(job, names.TASK_TRAIN_AUTOENCODER, "autoencoder", 0, [job.id, options])
+    except Exception:
+        _redis().delete(lock_key)  # nothing was queued: do not block the next attempt
+        raise
     log.info("training queued", extra={"job_id": job.id, "options": options})
     return _accepted({"kind": "train"}, job.id)
 
