@@ -22,10 +22,12 @@ from pathlib import Path
 import redis
 import requests
 
+from client.api import ApiClient
+from client.cli import index_folder
+
 ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "var"
 SAMPLE_CATALOGUE = ROOT / "samples" / "grocery-store" / "images"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 
 # One worker process per line: (method, queue roles). vgg16 searches get a process of their
 # own so they never wait behind a bulk upload's batches (each takes seconds on 2 cores);
@@ -187,30 +189,6 @@ def gateway_healthy(base_url: str, queues: set[str]) -> bool:
     return queues <= ready
 
 
-def image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def upload_folder(base_url: str, api_key: str, folder: Path, batch: int = 32) -> list[str]:
-    """Index every image in a folder through the API; returns the job ids."""
-    jobs = []
-    paths = image_files(folder)
-    for start in range(0, len(paths), batch):
-        chunk = paths[start : start + batch]
-        files = [("file", (str(p.relative_to(folder)), p.read_bytes())) for p in chunk]
-        metadata = [("metadata", f'{{"label": "{p.parent.name}"}}') for p in chunk]
-        response = requests.post(
-            f"{base_url}/api/v1/images",
-            files=files,
-            data=metadata,
-            headers={"X-API-Key": api_key},
-            timeout=60,
-        )
-        response.raise_for_status()
-        jobs.append(response.json()["job_id"])
-    return jobs
-
-
 def wait_for_job(base_url: str, job_id: str, timeout: float = 600) -> dict:
     deadline = time.monotonic() + timeout
     while True:
@@ -286,8 +264,7 @@ def main() -> int:
         catalogue = requests.get(f"{base_url}/api/v1/stats", timeout=5).json()["catalogue_size"]
         if catalogue == 0 and not args.no_sample:
             print(f"Indexing the sample catalogue ({SAMPLE_CATALOGUE.relative_to(ROOT)}) ...")
-            for job_id in upload_folder(base_url, api_key, SAMPLE_CATALOGUE):
-                wait_for_job(base_url, job_id)
+            index_folder(ApiClient(base_url, api_key), SAMPLE_CATALOGUE, quiet=True)
             training = requests.post(
                 f"{base_url}/api/v1/models/autoencoder/trainings",
                 headers={"X-API-Key": api_key},
