@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WEIGHTS := var/weights/vgg16_imagenet_notop.weights.h5
 
-.PHONY: run test lint weights install clean bench eval
+.PHONY: run test lint weights install clean bench eval export import
 
 run: $(STAMP) $(WEIGHTS)
 	$(BIN)/python -m deploy.launcher
@@ -24,6 +24,17 @@ eval: $(STAMP)
 	@test -n "$(CATALOG)" -a -n "$(QUERIES)" || (echo "usage: make eval CATALOG=<dir> QUERIES=<dir>" && exit 2)
 	API_KEY=$${API_KEY:-$$(cat var/api_key 2>/dev/null)} $(BIN)/imgsearch eval --train \
 		"$(CATALOG)" "$(QUERIES)" --json-out var/eval.json
+
+# make export METHOD=vgg16|autoencoder OUT=<file.npz> [VERSION=<version>]: one method's index,
+# its catalogue images (and the autoencoder's model) in a .npz file; make import IN=<file.npz>
+# adds one to the deployment at REDIS_URL. README.md, "Moving an index".
+export: $(STAMP)
+	@test -n "$(METHOD)" -a -n "$(OUT)" || (echo "usage: make export METHOD=vgg16|autoencoder OUT=<file.npz> [VERSION=<version>]" && exit 2)
+	$(BIN)/python -m shared.index_transfer export "$(METHOD)" "$(OUT)" $(if $(VERSION),--version "$(VERSION)")
+
+import: $(STAMP)
+	@test -n "$(IN)" || (echo "usage: make import IN=<file.npz>" && exit 2)
+	$(BIN)/python -m shared.index_transfer import "$(IN)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -69,12 +69,49 @@ class Catalog:
         # Always, not only when an entry was seen above: two uploads of one id at the same
         # moment both see none, and the second must not keep the first one's vectors.
         self.index_store.forget_image(image_id, pipe=pipe)
-        pipe.set(keys.catalog_image(image_id), image.jpeg)
-        pipe.set(keys.catalog_thumb(image_id), image.thumbnail)
-        pipe.set(keys.catalog_meta(image_id), meta.to_json())
-        pipe.zadd(keys.CATALOG_IDS, {image_id: meta.added_at})
+        self._queue_write(pipe, meta, image.jpeg, image.thumbnail)
         pipe.execute()
         return True
+
+    def add_absent(self, entries: list[tuple[ImageMeta, bytes, bytes]]) -> dict[str, str]:
+        """Store entries (meta, canonical JPEG, thumbnail) as they are, each only if its id is
+        not in the catalogue: an entry already there is never overwritten.
+
+        Returns each id's outcome: "added", "present" (the same picture is stored under it)
+        or "conflict" (another picture is). An absent id has no vectors (vectors are stored
+        only for catalogue entries and go with them), so there are none to forget.
+        """
+        if not entries:
+            return {}
+        meta_keys = [keys.catalog_meta(meta.id) for meta, _, _ in entries]
+        with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    # Watched: an upload of one of these ids between our read and our write
+                    # aborts the write, and the next pass sees the upload.
+                    pipe.watch(*meta_keys)
+                    stored = pipe.mget(meta_keys)
+                    outcome: dict[str, str] = {}
+                    pipe.multi()
+                    for (meta, jpeg, thumbnail), raw in zip(entries, stored, strict=True):
+                        if raw is None:
+                            outcome[meta.id] = "added"
+                            self._queue_write(pipe, meta, jpeg, thumbnail)
+                        elif ImageMeta.from_json(raw).content_hash == meta.content_hash:
+                            outcome[meta.id] = "present"
+                        else:
+                            outcome[meta.id] = "conflict"
+                    pipe.execute()
+                    return outcome
+                except redis.WatchError:
+                    continue
+
+    @staticmethod
+    def _queue_write(pipe: redis.client.Pipeline, meta: ImageMeta, jpeg: bytes, thumb: bytes):
+        pipe.set(keys.catalog_image(meta.id), jpeg)
+        pipe.set(keys.catalog_thumb(meta.id), thumb)
+        pipe.set(keys.catalog_meta(meta.id), meta.to_json())
+        pipe.zadd(keys.CATALOG_IDS, {meta.id: meta.added_at})
 
     def delete(self, image_id: str) -> bool:
         """Remove an image from the catalogue and from every index; False if it was unknown."""

@@ -7,6 +7,7 @@ they are documented promises to users; see the settings table in README.md.
 
 from typing import Literal
 
+import redis
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -42,6 +43,16 @@ class CommonSettings(BaseSettings):
         if self.environment == "production" and ":changeme@" in self.redis_url:
             raise ValueError("REDIS_URL carries a placeholder password; set a real one")
         return self
+
+
+def redis_client(settings: CommonSettings) -> redis.Redis:
+    """A client on REDIS_URL whose calls fail after REDIS_TIMEOUT_SECONDS instead of hanging."""
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_seconds,
+        socket_connect_timeout=settings.redis_timeout_seconds,
+        health_check_interval=30,
+    )
 
 
 def refuse_placeholder(name: str, value: SecretStr | None, environment: str) -> None:

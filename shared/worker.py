@@ -22,7 +22,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from shared import keys, names, worker_metrics
 from shared.catalog import Catalog
 from shared.index_store import IndexStore
-from shared.settings import CommonSettings
+from shared.settings import CommonSettings, redis_client
 from shared.vector_index import IndexReplica, Metric, vector_to_bytes
 
 log = logging.getLogger(__name__)
@@ -48,12 +48,7 @@ class MethodService(ABC):
     def __init__(self, settings: CommonSettings, *, batch_size: int) -> None:
         self.settings = settings
         self.batch_size = batch_size
-        self.redis = redis.Redis.from_url(
-            settings.redis_url,
-            socket_timeout=settings.redis_timeout_seconds,
-            socket_connect_timeout=settings.redis_timeout_seconds,
-            health_check_interval=30,
-        )
+        self.redis = redis_client(settings)
         self.catalog = Catalog(self.redis)
         self.store = IndexStore(self.redis)
         self.worker_name = socket.gethostname()  # replaced by the Celery node name at start

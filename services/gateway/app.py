@@ -20,6 +20,7 @@ from shared.catalog import Catalog
 from shared.celery_app import make_celery
 from shared.images import ImageRejected
 from shared.logs import configure_logging
+from shared.settings import redis_client
 
 from .settings import GatewaySettings
 
@@ -47,12 +48,7 @@ def create_app(settings: GatewaySettings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
     app.json.sort_keys = False
     app.extensions["settings"] = settings
-    client = redis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_timeout_seconds,
-        socket_connect_timeout=settings.redis_timeout_seconds,
-        health_check_interval=30,
-    )
+    client = redis_client(settings)
     app.extensions["redis"] = client
     app.extensions["catalog"] = Catalog(client)
     app.extensions["celery"] = make_celery(settings, "gateway")
