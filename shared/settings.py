@@ -37,6 +37,10 @@ class CommonSettings(BaseSettings):
     task_visibility_timeout_seconds: int = Field(default=900, ge=10)
     # Port of a worker process's Prometheus metrics (/metrics); unset = not served.
     worker_metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    # Workers: an index this large also gets an HNSW graph, so a search re-ranks a few dozen
+    # candidates instead of scanning every vector (shared/vector_index.py; 0 = always).
+    # Below it exact search is fast enough; measured with make bench.
+    approximate_index_min_vectors: int = Field(default=100_000, ge=0)
 
     @model_validator(mode="after")
     def _refuse_placeholder_redis_password(self) -> "CommonSettings":

@@ -1,11 +1,17 @@
-"""In-memory exact vector search, and a replica of a Redis index kept in step with its log.
+"""In-memory vector search, and a replica of a Redis index kept in step with its log.
 
-Workers only (numpy); the gateway never imports this module.
+Small indexes are searched exactly: one matrix product and a partial sort. Above a size
+(``APPROXIMATE_INDEX_MIN_VECTORS``) a replica also builds an HNSW graph (usearch) over int8
+copies of the vectors; a search then asks the graph for a few dozen candidates and ranks
+those by their exact float32 scores, so every score it returns is the exact one.
+
+Workers only (numpy, usearch); the gateway never imports this module.
 """
 
 import logging
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -16,6 +22,13 @@ log = logging.getLogger(__name__)
 
 Metric = Literal["cosine", "euclidean"]
 VECTOR_DTYPE = np.dtype("<f4")
+
+# HNSW parameters (usearch's names). Recall@10 and latency at 1M vectors: make bench.
+GRAPH_CONNECTIVITY = 16  # edges per node: memory and build time grow with it
+GRAPH_EXPANSION_ADD = 64  # breadth of the search that places a new vector
+GRAPH_EXPANSION_SEARCH = 128  # breadth of a query's search
+GRAPH_MIN_CANDIDATES = 64  # graph hits re-ranked exactly, at the least
+GRAPH_BUILD_THREADS = 2  # a build is a one-off burst; later additions use one thread
 
 
 def vector_to_bytes(vector: np.ndarray) -> bytes:
@@ -83,22 +96,43 @@ class VectorIndex:
             self._ids.pop()
 
     def search(self, query: np.ndarray, k: int) -> list[Hit]:
-        count = len(self._ids)
+        """The k nearest of all vectors."""
+        return self._rank(None, query, k)
+
+    def search_among(self, query: np.ndarray, candidates: list[str], k: int) -> list[Hit]:
+        """The k nearest of the candidates still in the index, by their exact scores."""
+        rows = [self._rows[i] for i in dict.fromkeys(candidates) if i in self._rows]
+        return self._rank(np.array(rows, dtype=np.int64), query, k)
+
+    def vectors_of(self, ids: list[str]) -> np.ndarray:
+        return self._matrix[[self._rows[i] for i in ids]]
+
+    def snapshot(self) -> tuple[list[str], np.ndarray]:
+        """A copy of every id and vector (later changes do not touch it)."""
+        return list(self._ids), self._matrix[: len(self._ids)].copy()
+
+    def _rank(self, rows: np.ndarray | None, query: np.ndarray, k: int) -> list[Hit]:
+        """Top k of the given rows (None: every row), ties broken by id."""
+        count = len(self._ids) if rows is None else len(rows)
         if count == 0 or k <= 0:
             return []
         query = np.asarray(query, dtype=np.float32).reshape(self.dim)
-        products = self._matrix[:count] @ query
+        if rows is None:  # slices are views: searching everything copies no rows
+            matrix, sq_norms = self._matrix[:count], self._sq_norms[:count]
+            rows = np.arange(count)
+        else:
+            matrix, sq_norms = self._matrix[rows], self._sq_norms[rows]
+        products = matrix @ query
         if self.metric == "cosine":
             scores = products
             order_key = -scores
         else:
-            squared = np.maximum(self._sq_norms[:count] - 2 * products + query @ query, 0.0)
-            scores = np.sqrt(squared)
+            scores = np.sqrt(np.maximum(sq_norms - 2 * products + query @ query, 0.0))
             order_key = scores
         k = min(k, count)
         top = np.argpartition(order_key, k - 1)[:k] if k < count else np.arange(count)
-        top = top[np.lexsort((np.array([self._ids[i] for i in top]), order_key[top]))]
-        return [Hit(self._ids[i], float(scores[i])) for i in top]
+        top = top[np.lexsort((np.array([self._ids[rows[i]] for i in top]), order_key[top]))]
+        return [Hit(self._ids[rows[i]], float(scores[i])) for i in top]
 
     def _grow_to(self, rows: int) -> None:
         if rows <= len(self._matrix):
@@ -111,18 +145,94 @@ class VectorIndex:
         self._matrix, self._sq_norms = matrix, norms
 
 
+class GraphIndex:
+    """HNSW graph (usearch) that proposes candidates; VectorIndex.search_among ranks them.
+
+    Cosine vectors are stored as int8: the exact re-ranking of the candidates makes up for
+    the precision, and int8 builds twice as fast as float16 here. Euclidean vectors may have
+    any norm, which int8 cannot hold, so they are stored as float16.
+    """
+
+    def __init__(self, dim: int, metric: Metric) -> None:
+        from usearch.index import Index  # noqa: PLC0415 - only replicas above the threshold
+
+        self.dim = dim
+        cosine = metric == "cosine"
+        self._graph = Index(
+            ndim=dim,
+            metric="cos" if cosine else "l2sq",
+            dtype="i8" if cosine else "f16",
+            connectivity=GRAPH_CONNECTIVITY,
+            expansion_add=GRAPH_EXPANSION_ADD,
+            expansion_search=GRAPH_EXPANSION_SEARCH,
+        )
+        # usearch keys are integers; an id gets a new key each time its vector changes.
+        self._keys: dict[str, int] = {}
+        self._ids: dict[int, str] = {}
+        self._next_key = 0
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def upsert(self, ids: list[str], vectors: np.ndarray, threads: int = 1) -> None:
+        if not ids:
+            return
+        self.remove(ids)
+        keys = np.arange(self._next_key, self._next_key + len(ids), dtype=np.uint64)
+        self._next_key += len(ids)
+        self._graph.add(keys, np.asarray(vectors, dtype=np.float32), threads=threads)
+        for image_id, key in zip(ids, keys.tolist(), strict=True):
+            self._keys[image_id] = key
+            self._ids[key] = image_id
+
+    def remove(self, ids: list[str]) -> None:
+        keys = [self._keys.pop(i) for i in ids if i in self._keys]
+        if keys:
+            self._graph.remove(np.array(keys, dtype=np.uint64))
+            for key in keys:
+                del self._ids[key]
+
+    def candidates(self, query: np.ndarray, count: int) -> list[str]:
+        matches = self._graph.search(np.asarray(query, dtype=np.float32), count)
+        return [self._ids[key] for key in matches.keys.tolist() if key in self._ids]
+
+    @property
+    def memory_bytes(self) -> int:
+        return int(self._graph.memory_usage)
+
+
+def candidate_count(k: int) -> int:
+    """How many graph candidates a top-k search re-ranks exactly (measured: make bench)."""
+    return max(4 * k, GRAPH_MIN_CANDIDATES)
+
+
 class IndexReplica:
     """This process's copy of one Redis index (method + model version).
 
     ``sync()`` replays the change log since the last call, so a search that calls it first
     sees every change that any replica had finished before the search started.
+
+    Once the index holds ``graph_min_vectors`` vectors, a graph is built in a background
+    thread while exact search goes on serving; changes made during the build are applied to
+    the graph before it is switched in, and to both structures from then on.
     """
 
-    def __init__(self, store: IndexStore, method: str, version: str, dim: int, metric: Metric):
+    def __init__(
+        self,
+        store: IndexStore,
+        method: str,
+        version: str,
+        dim: int,
+        metric: Metric,
+        graph_min_vectors: int | None = None,
+    ):
         self.store = store
         self.method = method
         self.version = version
         self.index = VectorIndex(dim, metric)
+        self.graph: GraphIndex | None = None
+        self.graph_min_vectors = graph_min_vectors
+        self._graph_build: _GraphBuild | None = None
         self._position: str | None = None  # newest log entry applied; None = never loaded
         self._lock = threading.Lock()
 
@@ -133,14 +243,80 @@ class IndexReplica:
             while True:
                 entries = self.store.read_log(self.method, self.version, after=self._position)
                 if not entries:
-                    return
+                    break
                 self._apply(entries)
                 self._position = entries[-1].entry_id
+            if self._wants_graph():
+                self._graph_build = self._start_graph_build()
+                threading.Thread(
+                    target=self._build_graph,
+                    args=(self._graph_build,),
+                    daemon=True,
+                    name=f"graph-{self.method}-{self.version}",
+                ).start()
 
     def search(self, query: np.ndarray, k: int) -> list[Hit]:
         self.sync()
         with self._lock:
-            return self.index.search(query, k)
+            if self.graph is None:
+                return self.index.search(query, k)
+            candidates = self.graph.candidates(query, candidate_count(k))
+            return self.index.search_among(query, candidates, k)
+
+    def wait_for_graph(self, timeout: float) -> bool:
+        """Block until a graph build in progress is switched in (tests, benchmarks)."""
+        build = self._graph_build
+        return build is None or build.done.wait(timeout)
+
+    def _wants_graph(self) -> bool:
+        return (
+            self.graph_min_vectors is not None
+            and self.graph is None
+            and self._graph_build is None
+            and len(self.index) >= self.graph_min_vectors
+        )
+
+    def _start_graph_build(self) -> "_GraphBuild":
+        """Called under the lock: the snapshot the graph starts from, and a change record."""
+        ids, vectors = self.index.snapshot()
+        return _GraphBuild(ids=ids, vectors=vectors)
+
+    def _build_graph(self, build: "_GraphBuild") -> None:
+        started = time.perf_counter()
+        try:
+            graph = GraphIndex(self.index.dim, self.index.metric)
+            graph.upsert(build.ids, build.vectors, threads=GRAPH_BUILD_THREADS)
+            build.vectors = None  # free the snapshot before taking the lock
+            self._install_graph(build, graph)
+            log.info(
+                "graph index built",
+                extra={
+                    "method": self.method,
+                    "version": self.version,
+                    "size": len(graph),
+                    "seconds": round(time.perf_counter() - started, 1),
+                },
+            )
+        except Exception:  # noqa: BLE001 - exact search serves on; the log says why
+            log.exception(
+                "graph build failed; this replica stays exact", extra={"method": self.method}
+            )
+            with self._lock:
+                self.graph_min_vectors = None
+                if self._graph_build is build:
+                    self._graph_build = None
+        finally:
+            build.done.set()
+
+    def _install_graph(self, build: "_GraphBuild", graph: GraphIndex) -> None:
+        with self._lock:
+            if self._graph_build is not build:  # the index was reloaded meanwhile
+                return
+            changed = list(build.changed)
+            present = [i for i in changed if i in self.index]
+            graph.remove([i for i in changed if i not in self.index])
+            graph.upsert(present, self.index.vectors_of(present))
+            self.graph, self._graph_build = graph, None
 
     def _fell_behind_trim(self) -> bool:
         floor = self.store.log_floor(self.method, self.version)
@@ -161,6 +337,7 @@ class IndexReplica:
         if ids:
             index.upsert(ids, np.stack(rows))
         self.index, self._position = index, position
+        self.graph, self._graph_build = None, None  # rebuilt from the new index
         log.info(
             "index loaded",
             extra={"method": self.method, "version": self.version, "size": len(index)},
@@ -172,9 +349,29 @@ class IndexReplica:
         changed = list(dict.fromkeys(entry.image_id for entry in entries))
         current = self.store.get_vectors(self.method, self.version, changed)
         present = [(i, raw) for i, raw in zip(changed, current, strict=True) if raw is not None]
-        self.index.remove([i for i, raw in zip(changed, current, strict=True) if raw is None])
+        removed = [i for i, raw in zip(changed, current, strict=True) if raw is None]
+        present_ids = [i for i, _ in present]
+        vectors = (
+            np.stack([vector_from_bytes(raw, self.index.dim) for _, raw in present])
+            if present
+            else None
+        )
+        self.index.remove(removed)
         if present:
-            self.index.upsert(
-                [i for i, _ in present],
-                np.stack([vector_from_bytes(raw, self.index.dim) for _, raw in present]),
-            )
+            self.index.upsert(present_ids, vectors)
+        if self.graph is not None:
+            self.graph.remove(removed)
+            if present:
+                self.graph.upsert(present_ids, vectors)
+        if self._graph_build is not None:
+            self._graph_build.changed.update(changed)
+
+
+@dataclass
+class _GraphBuild:
+    """A graph being built from a snapshot, and the ids changed since that snapshot."""
+
+    ids: list[str]
+    vectors: np.ndarray | None
+    changed: set[str] = field(default_factory=set)
+    done: threading.Event = field(default_factory=threading.Event)

@@ -156,7 +156,12 @@ class MethodService(ABC):
             replica = self._replicas.get(embedder.version)
             if replica is None:
                 replica = IndexReplica(
-                    self.store, self.method, embedder.version, embedder.dim, embedder.metric
+                    self.store,
+                    self.method,
+                    embedder.version,
+                    embedder.dim,
+                    embedder.metric,
+                    graph_min_vectors=self.settings.approximate_index_min_vectors,
                 )
                 self._replicas[embedder.version] = replica
             return replica

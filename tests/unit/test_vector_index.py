@@ -6,7 +6,13 @@ import pytest
 from shared.catalog import Catalog
 from shared.images import canonicalize
 from shared.index_store import IndexStore
-from shared.vector_index import IndexReplica, VectorIndex, vector_to_bytes
+from shared.vector_index import (
+    GraphIndex,
+    IndexReplica,
+    VectorIndex,
+    candidate_count,
+    vector_to_bytes,
+)
 
 
 def unit_rows(rng, n, dim):
@@ -141,3 +147,99 @@ def test_replica_reloads_when_the_log_was_trimmed_past_it(redis_client, monkeypa
     replica.sync()
     assert len(replica.index) == 30
     assert replica.search(np.array([29, 0], np.float32), 1)[0].id == "i29"
+
+
+def clustered_rows(rng, n, dim, clusters=40):
+    """Unit vectors around a few centres: nearer to real embeddings than uniform noise."""
+    centres = rng.normal(size=(clusters, dim))
+    rows = centres[rng.integers(0, clusters, n)] + 0.8 * rng.normal(size=(n, dim))
+    rows = rows.astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_graph_candidates_reranked_exactly_match_exact_search(metric):
+    rng = np.random.default_rng(3)
+    vectors = clustered_rows(rng, 4000, 64)
+    ids = [f"img{i}" for i in range(len(vectors))]
+    exact = VectorIndex(64, metric)
+    exact.upsert(ids, vectors)
+    graph = GraphIndex(64, metric)
+    graph.upsert(ids, vectors, threads=2)
+    recalls = []
+    for query in clustered_rows(rng, 50, 64):
+        truth = exact.search(query, 10)
+        found = exact.search_among(query, graph.candidates(query, candidate_count(10)), 10)
+        recalls.append(len({h.id for h in truth} & {h.id for h in found}) / 10)
+        # Scores of what both found are the exact ones, not the graph's approximations.
+        by_id = {h.id: h.score for h in truth}
+        assert all(h.score == pytest.approx(by_id[h.id]) for h in found if h.id in by_id)
+    assert np.mean(recalls) >= 0.95
+
+
+def test_search_among_ignores_unknown_and_repeated_candidates():
+    index = VectorIndex(2, "cosine")
+    index.upsert(["a", "b"], np.array([[1, 0], [0, 1]], np.float32))
+    hits = index.search_among(np.array([1, 0], np.float32), ["b", "gone", "a", "b"], 5)
+    assert [h.id for h in hits] == ["a", "b"]
+
+
+def test_graph_forgets_removed_and_moves_replaced_vectors():
+    graph = GraphIndex(2, "euclidean")
+    graph.upsert(["a", "b", "c"], np.array([[0, 0], [5, 5], [9, 9]], np.float32))
+    graph.remove(["b", "never-there"])
+    graph.upsert(["a"], np.array([[9, 8]], np.float32))
+    assert len(graph) == 2
+    assert set(graph.candidates(np.array([9, 9], np.float32), 5)) == {"a", "c"}
+
+
+def graph_replica(redis_client, n, threshold):
+    rng = np.random.default_rng(5)
+    ids = [f"v{i}" for i in range(n)]
+    add_catalogue_entries(redis_client, ids + ["late", "later"])
+    store = IndexStore(redis_client)
+    vectors = clustered_rows(rng, n, 8, clusters=5)
+    store.add_vectors(
+        "vgg16", "v1", {i: vector_to_bytes(v) for i, v in zip(ids, vectors, strict=True)}
+    )
+    return store, IndexReplica(store, "vgg16", "v1", 8, "cosine", graph_min_vectors=threshold)
+
+
+def unit(*values):
+    vector = np.array(values, np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def test_replica_graph_follows_adds_and_deletes(redis_client):
+    store, replica = graph_replica(redis_client, 300, threshold=200)
+    replica.sync()
+    assert replica.wait_for_graph(60) and replica.graph is not None
+    assert len(replica.graph) == 300
+    far = unit(1, -1, 1, -1, 1, -1, 1, -1)
+    store.add_vectors("vgg16", "v1", {"late": vector_to_bytes(far)})
+    assert replica.search(far, 1)[0].id == "late"
+    Catalog(redis_client).delete("late")
+    assert "late" not in [h.id for h in replica.search(far, 50)]
+    assert len(replica.graph) == len(replica.index) == 300
+
+
+def test_changes_made_while_the_graph_builds_reach_it(redis_client):
+    store, replica = graph_replica(redis_client, 100, threshold=None)
+    replica.sync()
+    # What sync does once the threshold is passed, with the build held back until the
+    # index has changed under it.
+    build = replica._graph_build = replica._start_graph_build()
+    target = unit(-1, 1, -1, 1, -1, 1, -1, 1)
+    store.add_vectors("vgg16", "v1", {"later": vector_to_bytes(target)})
+    Catalog(redis_client).delete("v0")
+    replica.sync()
+    replica._build_graph(build)
+    assert replica.graph is not None and len(replica.graph) == 100
+    assert replica.search(target, 1)[0].id == "later"
+    assert "v0" not in replica.graph.candidates(target, 200)
+
+
+def test_below_the_threshold_no_graph_is_built(redis_client):
+    _, replica = graph_replica(redis_client, 50, threshold=51)
+    replica.search(unit(1, 0, 0, 0, 0, 0, 0, 0), 5)
+    assert replica.graph is None and replica.wait_for_graph(0)
