@@ -235,6 +235,7 @@ class IndexReplica:
         self._graph_build: _GraphBuild | None = None
         self._position: str | None = None  # newest log entry applied; None = never loaded
         self._lock = threading.Lock()
+        self.last_search_kind = "exact"  # what answered the latest search: "exact" or "hnsw"
 
     def sync(self) -> None:
         with self._lock:
@@ -258,6 +259,7 @@ class IndexReplica:
     def search(self, query: np.ndarray, k: int) -> list[Hit]:
         self.sync()
         with self._lock:
+            self.last_search_kind = "exact" if self.graph is None else "hnsw"
             if self.graph is None:
                 return self.index.search(query, k)
             candidates = self.graph.candidates(query, candidate_count(k))

@@ -93,6 +93,7 @@ class MethodService(ABC):
             "metric": embedder.metric,
             "higher_is_better": embedder.metric == "cosine",
             "index_size": len(replica.index),
+            "index_kind": replica.last_search_kind,
             "results": [
                 {"id": hit.id, "score": round(hit.score, 6), "rank": rank}
                 for rank, hit in enumerate(hits, start=1)

@@ -126,11 +126,13 @@ def test_same_bytes_twice_make_one_entry(service, catalogue):
 
 
 def test_two_replicas_see_each_others_changes(service, catalogue, sample_images):
+    """The second replica searches through an HNSW graph (threshold 1), the first exactly:
+    both see every add and delete, and give the same answers."""
     replica = start_worker(
         service.procs,
         "vgg16",
         ["search", "index"],
-        service.env,
+        dict(service.env, APPROXIMATE_INDEX_MIN_VECTORS="1"),
         service.log_dir,
         name="vgg16-replica",
     )
@@ -151,12 +153,18 @@ def test_two_replicas_see_each_others_changes(service, catalogue, sample_images)
         service.wait(service.add_images([new_path], ids=["Zucchini-new"])["job_id"])
 
         def search_once(_):
-            return service.search_and_wait(new_path, k=3, methods="vgg16")["methods"]["vgg16"]
+            return service.search_and_wait(new_path, k=5, methods="vgg16")["methods"]["vgg16"]
+
+        def ranked(answer):
+            return [(r["id"], round(r["score"], 4)) for r in answer["results"]]
 
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(search_once, range(16)))
         assert all(a["results"][0]["id"] == "Zucchini-new" for a in answers)
         assert len({a["worker"] for a in answers}) == 2, "both replicas should have answered"
+        assert len({tuple(ranked(a)) for a in answers}) == 1, "replicas disagree"
+        # The graph is built in the background after the replica's first search.
+        wait_until(lambda: search_once(0)["index_kind"] == "hnsw", 60, "the replica's HNSW graph")
 
         requests.delete(
             f"{service.api}/images/Zucchini-new", headers=service.auth, timeout=5
@@ -164,7 +172,8 @@ def test_two_replicas_see_each_others_changes(service, catalogue, sample_images)
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(search_once, range(16)))
         assert all("Zucchini-new" not in [r["id"] for r in a["results"]] for a in answers)
-        assert len({a["worker"] for a in answers}) == 2
+        assert {a["index_kind"] for a in answers} == {"exact", "hnsw"}
+        assert len({tuple(ranked(a)) for a in answers}) == 1, "replicas disagree"
     finally:
         replica.terminate()
         replica.wait(30)
