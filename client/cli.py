@@ -12,6 +12,7 @@ The service URL and API key come from --url/--key or IMGSEARCH_URL/API_KEY.
 
 import argparse
 import concurrent.futures
+import contextlib
 import json
 import os
 import sys
@@ -26,6 +27,9 @@ from .api import ApiClient, ClientError, content_id, image_files
 from .evaluation import summarise
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+# eval asks for this many results per method: the metrics read the first 10, and fusion
+# weights are fitted on lists as long as the ones the gateway fuses.
+EVAL_CANDIDATES = 50
 
 
 @dataclass
@@ -136,9 +140,13 @@ def evaluate(
     concurrency: int = 4,
     quiet: bool = False,
     train: bool = False,
+    results_out: Path | None = None,
 ) -> dict[str, Any]:
     """Index CATALOG through the API (and train the autoencoder on it if asked), query every
-    image of QUERIES, measure per method and for the fused list."""
+    image of QUERIES, measure per method and for the fused list.
+
+    RESULTS_OUT, if given, receives one JSON line per query with each method's ranked ids and
+    scores: what ``services.gateway.fusion_calibration`` fits the fusion weights on."""
     indexed = index_folder(client, catalog, quiet=quiet)
     training = None
     if train:
@@ -151,17 +159,21 @@ def evaluate(
     query_paths = image_files(queries)
 
     def run(path: Path) -> tuple[str, dict[str, Any]]:
-        job = client.wait(client.search(path, k=10)["job_id"])
+        job = client.wait(client.search(path, k=EVAL_CANDIDATES)["job_id"])
         return path.parent.name, job
 
     rankings: dict[str, list[tuple[str, list[str]]]] = {}
     notes: dict[str, str] = {}
     started = time.monotonic()
-    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+    raw = results_out.open("w") if results_out else contextlib.nullcontext()
+    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool, raw:
         jobs = pool.map(run, query_paths)
         for label, job in tqdm(jobs, total=len(query_paths), desc="querying", disable=quiet):
             lists = {m: o for m, o in job["methods"].items()}
             lists["fused"] = job.get("fused", {})
+            if results_out:
+                line = {"label": label, "relevant": relevant.get(label, 0)}
+                raw.write(json.dumps({**line, "methods": raw_lists(lists, labels)}) + "\n")
             for method, outcome in lists.items():
                 if "reason" in outcome or outcome.get("status") == "failed":
                     notes[method] = outcome.get("reason") or outcome.get("error", "failed")
@@ -177,6 +189,20 @@ def evaluate(
         "not_measured": notes,
     }
     return report
+
+
+def raw_lists(lists: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
+    """Each method's ranked (id, label, score) triples, for fitting fusion offline."""
+    return {
+        method: {
+            "higher_is_better": outcome.get("higher_is_better", True),
+            "results": [
+                (r["id"], labels.get(r["id"], "?"), r["score"]) for r in outcome["results"]
+            ],
+        }
+        for method, outcome in lists.items()
+        if outcome.get("results")
+    }
 
 
 def print_eval(report: dict[str, Any]) -> None:
@@ -214,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     evaluation.add_argument("queries", type=Path)
     evaluation.add_argument("--json-out", type=Path, help="also write the report here")
     evaluation.add_argument("--concurrency", type=int, default=4)
+    evaluation.add_argument(
+        "--results-out", type=Path, help="write every query's ranked lists here (JSON lines)"
+    )
     evaluation.add_argument(
         "--train", action="store_true", help="train the autoencoder on CATALOG before querying"
     )
@@ -262,7 +291,14 @@ def _run(client: ApiClient, args: argparse.Namespace) -> int:
             return 0
         return _follow_training(client, job_id)
     if args.command == "eval":
-        report = evaluate(client, args.catalog, args.queries, args.concurrency, train=args.train)
+        report = evaluate(
+            client,
+            args.catalog,
+            args.queries,
+            args.concurrency,
+            train=args.train,
+            results_out=args.results_out,
+        )
         print_eval(report)
         if args.json_out:
             args.json_out.write_text(json.dumps(report, indent=2) + "\n")

@@ -16,7 +16,7 @@ from shared.index_store import IndexStore
 from shared.jobs import FINAL_STATUSES, JobRecord, new_job_id, overall_status, status_from_celery
 
 from .app import ApiError, read_access, require_key, settings
-from .results import decorate, fuse_rankings
+from .results import decorate, fuse_scores
 
 log = logging.getLogger(__name__)
 api = Blueprint("api", __name__)
@@ -282,8 +282,10 @@ def create_search():
     pipe.set(query_key, image.jpeg, ex=cfg.query_image_ttl_seconds)
     pipe.set(keys.job(job.id), job.to_json(), ex=cfg.job_ttl_seconds)
     pipe.execute()
+    # With more than one method, each returns enough candidates for the fusion to weigh.
+    candidates = max(k, cfg.fusion_candidates) if len(methods) > 1 else k
     for method in methods:
-        _send(job, names.task_search(method), method, 0, [job.id, query_key, k])
+        _send(job, names.task_search(method), method, 0, [job.id, query_key, candidates])
     log.info("search queued", extra={"job_id": job.id, "methods": methods, "k": k})
     return _accepted({"kind": "search", "methods": methods, "k": k}, job.id)
 
@@ -439,18 +441,24 @@ def _add_search_results(view: dict[str, Any], job: JobRecord) -> None:
         meta = metas.get(image_id)
         return None if meta is None else {"filename": meta.filename, **_image_links(image_id)}
 
-    rankings = {}
+    k = job.params.get("k", settings().default_k)
+    weights = settings().fusion_weights
+    lists = {}
     for method, outcome in view["methods"].items():
         if "results" in outcome:
-            outcome["results"] = decorate(outcome["results"], describe)
-            if outcome["results"]:
-                rankings[method] = outcome["results"]
-    fused = fuse_rankings(rankings, job.params.get("k", settings().default_k))
+            candidates = decorate(outcome["results"], describe)
+            outcome["results"] = candidates[:k]
+            if candidates:
+                lists[method] = {
+                    "results": candidates,
+                    "higher_is_better": outcome.get("higher_is_better", True),
+                }
     view["fused"] = {
-        "method": "reciprocal_rank_fusion",
+        "method": "weighted_standardised_scores",
         "higher_is_better": True,
-        "methods": sorted(rankings),
-        "results": decorate(fused, describe),
+        "methods": sorted(m for m in lists if weights.get(m, 0) > 0),
+        "weights": {m: weights.get(m, 0.0) for m in sorted(lists)},
+        "results": decorate(fuse_scores(lists, weights, k), describe),
     }
 
 

@@ -230,7 +230,8 @@ def _schemas() -> dict[str, Any]:
                 "score": {
                     "type": "number",
                     "description": "vgg16: cosine similarity; autoencoder: Euclidean distance; "
-                    "fused: reciprocal-rank-fusion sum. See `higher_is_better`.",
+                    "fused: weighted sum of each method's standardised scores. See "
+                    "`higher_is_better`.",
                 },
                 "rank": {"type": "integer", "minimum": 1},
                 "ranks": {
@@ -276,6 +277,11 @@ def _schemas() -> dict[str, Any]:
                 "metric": {"type": "string", "enum": ["cosine", "euclidean"]},
                 "higher_is_better": {"type": "boolean"},
                 "index_size": {"type": "integer"},
+                "index_kind": {
+                    "type": "string",
+                    "enum": ["exact", "hnsw"],
+                    "description": "Searches: exact scan, or HNSW candidates re-ranked exactly.",
+                },
                 "worker": {"type": "string"},
                 "results": {"type": "array", "items": _ref("Result")},
                 "timings_ms": {
@@ -309,11 +315,16 @@ def _schemas() -> dict[str, Any]:
                 "fused": {
                     "type": "object",
                     "description": "Searches: one list combining the methods' rankings.",
-                    "required": ["method", "higher_is_better", "methods", "results"],
+                    "required": ["method", "higher_is_better", "methods", "weights", "results"],
                     "properties": {
-                        "method": {"type": "string", "enum": ["reciprocal_rank_fusion"]},
+                        "method": {"type": "string", "enum": ["weighted_standardised_scores"]},
                         "higher_is_better": {"type": "boolean"},
                         "methods": {"type": "array", "items": {"type": "string"}},
+                        "weights": {
+                            "type": "object",
+                            "description": "Each method's weight (FUSION_WEIGHTS).",
+                            "additionalProperties": {"type": "number"},
+                        },
                         "results": {"type": "array", "items": _ref("Result")},
                     },
                 },

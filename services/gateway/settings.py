@@ -1,7 +1,8 @@
 """Gateway settings, read from the environment once at start-up."""
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
+from shared import names
 from shared.settings import CommonSettings, refuse_placeholder
 
 
@@ -23,12 +24,29 @@ class GatewaySettings(CommonSettings):
     index_chunk_size: int = Field(default=64, ge=1)
     default_k: int = Field(default=10, ge=1)
     max_k: int = Field(default=100, ge=1)
+    # How much the fused list trusts each method (JSON, e.g. {"vgg16": 1, "autoencoder": 0.45}):
+    # weights of standardised scores, fitted on validation queries with
+    # services/gateway/fusion_calibration.py (README: "Retrieval quality").
+    fusion_weights: dict[str, float] = {"vgg16": 1.0, "autoencoder": 0.45}
+    # Results each method returns for fusion when a search asks for fewer: an image another
+    # method ranked high can then still be scored by this one.
+    fusion_candidates: int = Field(default=50, ge=1)
     # Upper bound of GET /jobs/{id}?wait=...: a held request occupies a server thread.
     max_wait_seconds: float = Field(default=30.0, ge=0)
     # Requests per minute per API key (per client address for requests without the key);
     # 0 = no limit. Above it: 429 with Retry-After. A fixed one-minute window counted in
     # Redis, so every gateway replica shares it. /health is never limited.
     rate_limit_per_minute: int = Field(default=0, ge=0)
+
+    @field_validator("fusion_weights")
+    @classmethod
+    def _known_methods_and_sane_weights(cls, weights: dict[str, float]) -> dict[str, float]:
+        unknown = set(weights) - set(names.METHODS)
+        if unknown:
+            raise ValueError(f"FUSION_WEIGHTS names unknown methods: {sorted(unknown)}")
+        if any(w < 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
+            raise ValueError("FUSION_WEIGHTS must be >= 0, with at least one above 0")
+        return weights
 
     @model_validator(mode="after")
     def _refuse_placeholder_key(self) -> "GatewaySettings":

@@ -1,5 +1,6 @@
 """The command-line client against the running service: bulk indexing resumes, search prints."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import pytest
 
 from client.api import ApiClient
 from client.cli import index_folder
+from services.gateway.fusion_calibration import calibrate, load_queries
 
 pytestmark = pytest.mark.integration
 
@@ -57,3 +59,41 @@ def test_readable_error_when_the_service_is_down(sample_images):
     )
     assert result.returncode == 1
     assert "not reachable" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_eval_reports_quality_and_writes_lists_to_fit_the_fusion_on(
+    service, sample_images, tmp_path
+):
+    catalogue, queries = tmp_path / "catalogue", tmp_path / "queries"
+    products = ["Galia-Melon", "Garlic", "Lemon", "Red-Beet", "Yellow-Onion", "Royal-Gala"]
+    for product in products:
+        first, *rest = sample_images[product]
+        (catalogue / product).mkdir(parents=True)
+        (queries / product).mkdir(parents=True)
+        shutil.copy(first, queries / product)
+        for path in rest:
+            shutil.copy(path, catalogue / product)
+    report_path, lists_path = tmp_path / "eval.json", tmp_path / "lists.jsonl"
+    run = subprocess.run(
+        [sys.executable, "-m", "client", "--url", service.base_url, "--key", service.api_key]
+        + ["eval", str(catalogue), str(queries)]
+        + ["--json-out", str(report_path), "--results-out", str(lists_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[0].split() == ["method", "queries", "P@1", "P@5", "mAP@10"]
+    report = json.loads(report_path.read_text())
+    assert report["catalog"] == {"folder": str(catalogue), "images": 18, "classes": 6}
+    vgg16 = report["methods"]["vgg16"]
+    assert vgg16["queries"] == 6 and 0 <= vgg16["p@1"] <= 1
+    lines = [json.loads(line) for line in lists_path.read_text().splitlines()]
+    assert sorted(line["label"] for line in lines) == sorted(products)
+    assert all(line["relevant"] == 3 for line in lines)
+    assert all(line["methods"]["vgg16"]["higher_is_better"] for line in lines)
+
+    fitted = calibrate(load_queries(lists_path))
+    assert fitted["table"]["vgg16"] == pytest.approx(
+        {k: vgg16[k] for k in ("queries", "p@1", "p@5", "map@10")}
+    )
