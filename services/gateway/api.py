@@ -16,7 +16,7 @@ from shared.index_store import IndexStore
 from shared.jobs import FINAL_STATUSES, JobRecord, new_job_id, overall_status, status_from_celery
 
 from .app import ApiError, read_access, require_key, settings
-from .results import decorate, fuse_scores
+from .results import decorate, fuse_rankings
 
 log = logging.getLogger(__name__)
 api = Blueprint("api", __name__)
@@ -443,22 +443,19 @@ def _add_search_results(view: dict[str, Any], job: JobRecord) -> None:
 
     k = job.params.get("k", settings().default_k)
     weights = settings().fusion_weights
-    lists = {}
+    rankings = {}
     for method, outcome in view["methods"].items():
         if "results" in outcome:
             candidates = decorate(outcome["results"], describe)
             outcome["results"] = candidates[:k]
             if candidates:
-                lists[method] = {
-                    "results": candidates,
-                    "higher_is_better": outcome.get("higher_is_better", True),
-                }
+                rankings[method] = candidates
     view["fused"] = {
-        "method": "weighted_standardised_scores",
+        "method": "weighted_reciprocal_rank_fusion",
         "higher_is_better": True,
-        "methods": sorted(m for m in lists if weights.get(m, 0) > 0),
-        "weights": {m: weights.get(m, 0.0) for m in sorted(lists)},
-        "results": decorate(fuse_scores(lists, weights, k), describe),
+        "methods": sorted(m for m in rankings if weights.get(m, 0) > 0),
+        "weights": {m: weights.get(m, 0.0) for m in sorted(rankings)},
+        "results": decorate(fuse_rankings(rankings, weights, k), describe),
     }
 
 

@@ -230,8 +230,8 @@ def _schemas() -> dict[str, Any]:
                 "score": {
                     "type": "number",
                     "description": "vgg16: cosine similarity; autoencoder: Euclidean distance; "
-                    "fused: weighted sum of each method's standardised scores. See "
-                    "`higher_is_better`.",
+                    "fused: weighted reciprocal rank fusion, sum of weight / (60 + rank). "
+                    "See `higher_is_better`.",
                 },
                 "rank": {"type": "integer", "minimum": 1},
                 "ranks": {
@@ -317,7 +317,7 @@ def _schemas() -> dict[str, Any]:
                     "description": "Searches: one list combining the methods' rankings.",
                     "required": ["method", "higher_is_better", "methods", "weights", "results"],
                     "properties": {
-                        "method": {"type": "string", "enum": ["weighted_standardised_scores"]},
+                        "method": {"type": "string", "enum": ["weighted_reciprocal_rank_fusion"]},
                         "higher_is_better": {"type": "boolean"},
                         "methods": {"type": "array", "items": {"type": "string"}},
                         "weights": {

@@ -24,12 +24,12 @@ class GatewaySettings(CommonSettings):
     index_chunk_size: int = Field(default=64, ge=1)
     default_k: int = Field(default=10, ge=1)
     max_k: int = Field(default=100, ge=1)
-    # How much the fused list trusts each method (JSON, e.g. {"vgg16": 1, "autoencoder": 0.45}):
-    # weights of standardised scores, fitted on validation queries with
-    # services/gateway/fusion_calibration.py (README: "Retrieval quality").
-    fusion_weights: dict[str, float] = {"vgg16": 1.0, "autoencoder": 0.45}
-    # Results each method returns for fusion when a search asks for fewer: an image another
-    # method ranked high can then still be scored by this one.
+    # How much the fused list trusts each method (JSON): weights of reciprocal rank fusion,
+    # fitted on validation queries with services/gateway/fusion_calibration.py (README,
+    # "Measured here").
+    fusion_weights: dict[str, float] = {"vgg16": 1.0, "autoencoder": 0.3}
+    # Results each method returns for fusion when a search asks for fewer, so an image one
+    # method ranks just below k still counts (fitted and measured with 50).
     fusion_candidates: int = Field(default=50, ge=1)
     # Upper bound of GET /jobs/{id}?wait=...: a held request occupies a server thread.
     max_wait_seconds: float = Field(default=30.0, ge=0)

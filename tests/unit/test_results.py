@@ -2,14 +2,11 @@
 
 import pytest
 
-from services.gateway.results import (
-    RRF_K,
-    decorate,
-    fuse_rankings,
-    fuse_scores,
-    standardised_scores,
-)
+from services.gateway.fusion_calibration import best_weight_of, fuse_scaled_scores
+from services.gateway.results import RRF_K, decorate, fuse_rankings
 from shared.jobs import overall_status, status_from_celery
+
+EQUAL = {"vgg16": 1.0, "autoencoder": 1.0}
 
 
 def ranked(*ids):
@@ -18,7 +15,7 @@ def ranked(*ids):
 
 def test_fusion_rewards_agreement_between_methods():
     fused = fuse_rankings(
-        {"vgg16": ranked("a", "b", "c"), "autoencoder": ranked("b", "d", "a")}, 10
+        {"vgg16": ranked("a", "b", "c"), "autoencoder": ranked("b", "d", "a")}, EQUAL, 10
     )
     assert [e["id"] for e in fused] == ["b", "a", "d", "c"]
     assert fused[0]["ranks"] == {"vgg16": 2, "autoencoder": 1}
@@ -26,9 +23,27 @@ def test_fusion_rewards_agreement_between_methods():
     assert [e["rank"] for e in fused] == [1, 2, 3, 4]
 
 
+def test_weights_decide_between_methods_that_disagree():
+    rankings = {"vgg16": ranked("a", "b"), "autoencoder": ranked("b", "a")}
+    trust_vgg16 = fuse_rankings(rankings, {"vgg16": 1.0, "autoencoder": 0.3}, 10)
+    trust_autoencoder = fuse_rankings(rankings, {"vgg16": 0.3, "autoencoder": 1.0}, 10)
+    assert [e["id"] for e in trust_vgg16] == ["a", "b"]
+    assert [e["id"] for e in trust_autoencoder] == ["b", "a"]
+    assert trust_vgg16[0]["score"] == pytest.approx(1 / (RRF_K + 1) + 0.3 / (RRF_K + 2), abs=1e-6)
+
+
 def test_fusion_of_one_method_keeps_its_order_and_k():
-    assert [e["id"] for e in fuse_rankings({"vgg16": ranked("x", "y", "z")}, 2)] == ["x", "y"]
-    assert fuse_rankings({}, 5) == []
+    assert [e["id"] for e in fuse_rankings({"vgg16": ranked("x", "y", "z")}, EQUAL, 2)] == [
+        "x",
+        "y",
+    ]
+    assert fuse_rankings({}, EQUAL, 5) == []
+
+
+def test_a_method_weighted_zero_or_not_weighted_is_left_out():
+    rankings = {"vgg16": ranked("x"), "autoencoder": ranked("z")}
+    assert [e["id"] for e in fuse_rankings(rankings, {"vgg16": 1.0}, 5)] == ["x"]
+    assert [e["id"] for e in fuse_rankings(rankings, {"vgg16": 0, "autoencoder": 1}, 5)] == ["z"]
 
 
 def scored(higher_is_better, **scores):
@@ -37,43 +52,29 @@ def scored(higher_is_better, **scores):
     return {"results": results, "higher_is_better": higher_is_better}
 
 
-def test_standardised_scores_put_distances_and_similarities_on_one_scale():
-    similarities = standardised_scores(scored(True, a=0.9, b=0.5, c=0.1)["results"], True)
-    distances = standardised_scores(scored(False, a=1.0, b=5.0, c=9.0)["results"], False)
-    assert similarities == pytest.approx(distances)
-    assert similarities["a"] > 0 > similarities["c"]
-    assert standardised_scores([{"id": "x", "score": 3.0}], True) == {"x": 0.0}
-    assert standardised_scores(scored(True, a=0.5, b=0.5)["results"], True) == {"a": 0, "b": 0}
-
-
-def test_weights_decide_between_methods_that_disagree():
+@pytest.mark.parametrize("scaling", ["z", "minmax"])
+def test_scaled_score_fusion_puts_distances_and_similarities_on_one_scale(scaling):
+    # The same ordering as a similarity and as a distance: each method's best comes first
+    # under equal weights only when the scales agree.
     lists = {
-        "vgg16": scored(True, a=0.9, b=0.2, c=0.1),
-        "autoencoder": scored(False, b=0.1, a=0.9, d=1.0),
+        "vgg16": scored(True, a=0.9, b=0.5, c=0.1),
+        "autoencoder": scored(False, c=1.0, b=5.0, a=9.0),
     }
-    trust_vgg16 = fuse_scores(lists, {"vgg16": 1.0, "autoencoder": 0.2}, 10)
-    trust_both = fuse_scores(lists, {"vgg16": 1.0, "autoencoder": 1.0}, 10)
-    assert trust_vgg16[0]["id"] == "a"
-    assert trust_vgg16[0]["ranks"] == {"vgg16": 1, "autoencoder": 2}
-    assert [e["rank"] for e in trust_vgg16] == [1, 2, 3, 4]
-    assert {e["id"] for e in trust_both} == {"a", "b", "c", "d"}
-    assert trust_both[0]["score"] >= trust_both[1]["score"]
+    fused = [e["id"] for e in fuse_scaled_scores(lists, EQUAL, scaling)]
+    assert sorted(fused) == ["a", "b", "c"]
+    only_vgg16 = fuse_scaled_scores(lists, {"vgg16": 1.0, "autoencoder": 0.0}, scaling)
+    assert [e["id"] for e in only_vgg16] == ["a", "b", "c"]
 
 
-def test_an_image_one_method_missed_scores_no_better_than_its_last():
+def test_scaled_score_fusion_gives_a_missed_image_the_lists_lowest_value():
     lists = {"vgg16": scored(True, a=0.9, b=0.5, e=0.1), "autoencoder": scored(False, c=0.1, a=0.5)}
-    fused = {e["id"]: e for e in fuse_scores(lists, {"vgg16": 1.0, "autoencoder": 1.0}, 10)}
-    # c, missing from vgg16, gets the z of vgg16's last (e): a, first in vgg16, stays above.
-    assert fused["a"]["score"] > fused["c"]["score"]
-    assert fused["c"]["ranks"] == {"autoencoder": 1}
+    # c, missing from vgg16, gets the value of vgg16's last (e): a, first in vgg16, stays above.
+    assert [e["id"] for e in fuse_scaled_scores(lists, EQUAL, "z")][:2] == ["a", "c"]
 
 
-def test_a_method_weighted_zero_or_empty_is_left_out():
-    lists = {"vgg16": scored(True, x=0.9, y=0.8), "autoencoder": scored(False)}
-    assert [e["id"] for e in fuse_scores(lists, {"vgg16": 1.0, "autoencoder": 0.5}, 1)] == ["x"]
-    lists["autoencoder"] = scored(False, z=0.0)
-    assert "z" not in [e["id"] for e in fuse_scores(lists, {"vgg16": 1.0}, 5)]
-    assert fuse_scores({}, {"vgg16": 1.0}, 5) == []
+def test_the_chosen_weight_sits_on_a_plateau_not_a_spike():
+    p_at_1 = {0.0: 0.50, 0.1: 0.50, 0.2: 0.60, 0.3: 0.50, 0.4: 0.56, 0.5: 0.57, 0.6: 0.56, 0.7: 0.5}
+    assert best_weight_of({w: {"p@1": p, "map@10": 0.0} for w, p in p_at_1.items()}) == 0.5
 
 
 def test_decorate_drops_images_deleted_since_the_search():

@@ -11,7 +11,7 @@ const FINAL = new Set(["done", "failed"]);
 const COLUMNS = {
   vgg16: "VGG16 ImageNet features, cosine similarity",
   autoencoder: "Autoencoder latent vectors, Euclidean distance",
-  fused: "Both methods combined (weighted standardised scores)",
+  fused: "Both rankings combined (weighted reciprocal rank fusion)",
 };
 
 const $ = (id) => document.getElementById(id);
