@@ -28,6 +28,8 @@ Models:
     model:{method}:training          job id of the training in progress: a lease the trainer
                                      renews at every report; it lapses TRAINING_LEASE_SECONDS
                                      after a trainer dies, and then the job counts as failed
+    model:{method}:retrain-size      catalogue size when the gateway last started a training
+                                     on its own (AUTOENCODER_RETRAIN_GROWTH)
 Gateway:
     ratelimit:{identity}:{minute}    request count of one client in one minute (unix time // 60;
                                      expires); identity "key-<sha256 prefix of the API key>"
@@ -116,6 +118,10 @@ def workers(queue: str) -> str:
 
 def training_lock(method: str) -> str:
     return f"model:{method}:training"
+
+
+def retrain_started_at_size(method: str) -> str:
+    return f"model:{method}:retrain-size"
 
 
 def rate_limit(identity: str, minute: int) -> str:

@@ -173,7 +173,43 @@ def add_images():
         for part, ids_chunk in enumerate(chunks):
             _send(job, names.task_embed_batch(method), method, part, [job.id, ids_chunk])
     log.info("index job queued", extra={"job_id": job.id, "images": len(image_ids)})
-    return _accepted({"images": stored, "rejected": rejected}, job.id)
+    body: dict[str, Any] = {"images": stored, "rejected": rejected}
+    training_job_id = _retrain_if_catalogue_grew()
+    if training_job_id:
+        body["training_job_id"] = training_job_id
+    return _accepted(body, job.id)
+
+
+def _retrain_if_catalogue_grew() -> str | None:
+    """Queue an autoencoder training once the catalogue holds AUTOENCODER_RETRAIN_GROWTH more
+    images than the active model was trained on; the training's job id, or None.
+
+    Measured from the larger of that count and the catalogue size at the last automatic
+    start, so a training that fails is retried after the next step of growth, not on every
+    upload. Nothing happens before a first model exists: that one is trained on request.
+    """
+    growth = settings().autoencoder_retrain_growth
+    if growth <= 0:
+        return None
+    client = _redis()
+    active = IndexStore(client).versions("autoencoder").active
+    if active is None:
+        return None
+    meta, last_start = client.mget(
+        [keys.model_meta("autoencoder", active), keys.retrain_started_at_size("autoencoder")]
+    )
+    trained_on = json.loads(meta or "{}").get("images", 0)
+    size = _catalog().size()
+    if size < max(trained_on, int(last_start or 0)) * (1 + growth):
+        return None
+    job_id = _queue_training({}, trigger="catalogue_growth")
+    if job_id is not None:
+        client.set(keys.retrain_started_at_size("autoencoder"), size)
+        log.info(
+            "automatic retraining queued",
+            extra={"job_id": job_id, "catalogue": size, "trained_on": trained_on},
+        )
+    return job_id
 
 
 def _parse_metadata(raw: str) -> dict[str, Any]:
@@ -479,19 +515,32 @@ def start_training():
             options[name] = _int_value(str(options[name]), name, 0, low, high)
     if _catalog().size() == 0:
         raise ApiError(409, "empty_catalogue", "add images before training the autoencoder")
-    job = JobRecord(id=new_job_id(), kind="train", methods=["autoencoder"], params=options)
+    job_id = _queue_training(options)
+    if job_id is None:
+        running = (_redis().get(keys.training_lock("autoencoder")) or b"").decode()
+        raise ApiError(409, "training_in_progress", "a training is already running", job_id=running)
+    return _accepted({"kind": "train"}, job_id)
+
+
+def _queue_training(options: dict[str, Any], trigger: str = "request") -> str | None:
+    """Take the training lease and queue a training; its job id, or None if one runs."""
+    job = JobRecord(
+        id=new_job_id(),
+        kind="train",
+        methods=["autoencoder"],
+        params={**options, "trigger": trigger},
+    )
     lock_key = keys.training_lock("autoencoder")
     if not _redis().set(lock_key, job.id, nx=True, ex=keys.TRAINING_LEASE_SECONDS):
-        running = (_redis().get(lock_key) or b"").decode()
-        raise ApiError(409, "training_in_progress", "a training is already running", job_id=running)
+        return None
     try:
         _store_job(job)
         _send(job, names.TASK_TRAIN_AUTOENCODER, "autoencoder", 0, [job.id, options])
     except Exception:
         _redis().delete(lock_key)  # nothing was queued: do not block the next attempt
         raise
-    log.info("training queued", extra={"job_id": job.id, "options": options})
-    return _accepted({"kind": "train"}, job.id)
+    log.info("training queued", extra={"job_id": job.id, "options": options, "trigger": trigger})
+    return job.id
 
 
 @api.get("/models/autoencoder")

@@ -200,6 +200,11 @@ def _schemas() -> dict[str, Any]:
                 "rejected": {"type": "array", "items": _ref("Rejected")},
                 "job_id": {"type": "string"},
                 "status_url": {"type": "string"},
+                "training_job_id": {
+                    "type": "string",
+                    "description": "Set when this upload grew the catalogue enough to start "
+                    "an autoencoder training (AUTOENCODER_RETRAIN_GROWTH).",
+                },
             },
         },
         "SearchAccepted": {

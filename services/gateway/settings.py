@@ -33,6 +33,9 @@ class GatewaySettings(CommonSettings):
     fusion_candidates: int = Field(default=50, ge=1)
     # Upper bound of GET /jobs/{id}?wait=...: a held request occupies a server thread.
     max_wait_seconds: float = Field(default=30.0, ge=0)
+    # Retrain the autoencoder on its own once the catalogue holds this fraction more images
+    # than the active model was trained on (0.5: half as many again); 0 = only on request.
+    autoencoder_retrain_growth: float = Field(default=0.0, ge=0)
     # Requests per minute per API key (per client address for requests without the key);
     # 0 = no limit. Above it: 429 with Retry-After. A fixed one-minute window counted in
     # Redis, so every gateway replica shares it. /health is never limited.

@@ -1,12 +1,15 @@
 """Autoencoder model versions: switch under concurrent searches, rollback, training artifacts."""
 
 import io
+import math
 import threading
 import time
 
 import pytest
 import requests
 from PIL import Image
+
+from tests.integration.system import distinct_images, post_images, start_extra_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -121,3 +124,34 @@ def test_training_artifacts_are_served(service, versioned):
         ).status_code
         == 404
     )
+
+
+def test_retrains_on_its_own_when_the_catalogue_has_grown(service, versioned, tmp_path):
+    gateway, process = start_extra_gateway(service, tmp_path, AUTOENCODER_RETRAIN_GROWTH="0.5")
+    try:
+        models = requests.get(f"{gateway.api}/models/autoencoder", timeout=5).json()
+        active = next(v for v in models["versions"] if v["active"])
+        size = requests.get(f"{gateway.api}/stats", timeout=5).json()["catalogue_size"]
+        threshold = math.ceil(active["images"] * 1.5)
+        images = distinct_images(threshold - size + 1, seed=41)
+        ids = [f"grow-{n}" for n in range(len(images))]
+
+        below = post_images(gateway, images[:-2], ids[:-2])
+        assert below.status_code == 202 and "training_job_id" not in below.json()
+        reached = post_images(gateway, images[-2:-1], ids[-2:-1])
+        assert reached.status_code == 202, reached.text
+        job_id = reached.json()["training_job_id"]
+        job = gateway.wait(job_id, timeout=400)
+        assert job["status"] == "done", job
+        assert job["params"]["trigger"] == "catalogue_growth"
+        retrained = job["methods"]["autoencoder"]
+        assert retrained["images"] >= threshold and retrained["index_size"] >= threshold
+        models = requests.get(f"{gateway.api}/models/autoencoder", timeout=5).json()
+        assert models["active"] == retrained["version"]
+
+        # Growth is measured from the new model now: one more image starts nothing.
+        after = post_images(gateway, images[-1:], ids[-1:])
+        assert after.status_code == 202 and "training_job_id" not in after.json()
+    finally:
+        process.terminate()
+        process.wait(30)
