@@ -5,12 +5,15 @@ Measured in one run, so ratios compare like with like on a noisy machine:
 1. The article's way as the baseline: ``model.predict`` on one image at a time, in a loop,
    VGG16 in float32, on the first BASELINE_IMAGES images of DATA.
 2. Indexing through HTTP and Celery (upload to searchable) of the whole folder, with the
-   system started as ``make run`` starts it, on a private Redis.
+   system started as ``make run`` starts it, on a private Redis: for both methods at once,
+   and for each method (when its index holds the whole folder).
 3. Query latency (submit to result, through ``?wait``), idle and during a bulk upload, for
    1 and 8 concurrent clients.
-4. Exact search over synthetic unit vectors (512-d) at several index sizes: latency and memory.
+4. Exact and approximate (HNSW graph) search over synthetic unit vectors (512-d) at 10k, 100k
+   and 1M vectors: latency, build time, memory per vector, and the graph's recall@10.
 
-Every timing is the median of REPEATS runs with the spread (min-max) beside it.
+Throughputs are medians of REPEATS runs with the spread (min-max) beside them; latencies are
+percentiles over many queries.
 """
 
 import argparse
@@ -28,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from client.api import ApiClient, image_files
+from client.api import ApiClient, content_id, image_files
 from client.cli import index_folder
 from deploy.launcher import (
     DEFAULT_WORKERS,
@@ -44,8 +47,12 @@ from deploy.launcher import (
 ROOT = Path(__file__).resolve().parent.parent
 REPEATS = 3
 BASELINE_IMAGES = 40
+SEED_IMAGES = 64  # indexed first, to train the autoencoder on, and not counted
+UPLOAD_BATCH = 32  # images per upload request of the throughput measurement
 QUERIES_PER_CLIENT = 10
-EXACT_SIZES = (10_000, 100_000, 1_000_000)
+SEARCH_SIZES = (10_000, 100_000, 1_000_000)
+UNIFORM_SIZE = 100_000  # the graph's worst case, measured at one size
+SEARCH_QUERIES = 200
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -127,15 +134,18 @@ def bench_service(data: Path, workdir: Path) -> dict[str, Any]:
     paths = image_files(data)
     queries = paths[:: max(1, len(paths) // 20)][:20]
     results: dict[str, Any] = {"images": len(paths)}
-    rates = []
+    rates: dict[str, list[float]] = {"all": []}
     for run in range(REPEATS):
         system = System(workdir / f"run{run}")
         try:
             client = system.start()
-            summary = index_folder(client, data, quiet=True)
-            rates.append(summary.added / summary.seconds)
+            _train_small_autoencoder(client, paths[:SEED_IMAGES], workdir / f"seed{run}")
+            summary, method_seconds = _index_watching_methods(client, data, len(paths))
+            rates["all"].append(summary["added"] / summary["seconds"])
+            for method, seconds in method_seconds.items():
+                rates.setdefault(method, []).append(summary["added"] / seconds)
             if run == 0:
-                results["index_failed"] = len(summary.failed)
+                results["index_failed_jobs"] = summary["failed_jobs"]
                 latency = {}
                 for clients in (1, 8):
                     latency[f"idle_{clients}_clients"] = percentiles(
@@ -147,8 +157,57 @@ def bench_service(data: Path, workdir: Path) -> dict[str, Any]:
                 results["query_latency"] = latency
         finally:
             system.stop()
-    results["index_images_per_second"] = spread(rates)
+    results["index_images_per_second"] = {name: spread(r) for name, r in rates.items()}
     return results
+
+
+def _train_small_autoencoder(client: ApiClient, seed: list[Path], folder: Path) -> None:
+    """Index a few images and train the autoencoder on them for one epoch, so that both
+    methods embed what is uploaded next (its quality does not change its speed)."""
+    folder.mkdir(parents=True)
+    for n, path in enumerate(seed):
+        shutil.copyfile(path, folder / f"{n}{path.suffix}")  # same bytes: same content id
+    index_folder(client, folder, quiet=True)
+    job_id = client.request("POST", "/models/autoencoder/trainings", json={"epochs": 1})["job_id"]
+    if client.wait(job_id)["status"] != "done":
+        raise RuntimeError("the autoencoder's benchmark training failed")
+    wait_until(
+        lambda: not client.request("GET", "/models/autoencoder")["building"],
+        300,
+        "the autoencoder's first index",
+    )
+
+
+def _index_watching_methods(client: ApiClient, data: Path, total: int):
+    """Upload DATA in batches without waiting, as a bulk client with many uploads in flight
+    would, and note when each method's index holds it all (upload to searchable). Waiting
+    for each batch's job, as `imgsearch index` does, would pace both methods by the slower."""
+    done_at: dict[str, float] = {}
+    finished = threading.Event()
+    paths = image_files(data)
+    existing = client.existing([content_id(p.read_bytes()) for p in paths])
+    todo = [p for p in paths if content_id(p.read_bytes()) not in existing]
+    started = time.perf_counter()
+
+    def watch() -> None:
+        while not finished.is_set():
+            for method, state in client.request("GET", "/stats")["methods"].items():
+                if method not in done_at and state["index_size"] >= total:
+                    done_at[method] = time.perf_counter() - started
+            finished.wait(0.25)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    jobs = [
+        client.add_images(todo[i : i + UPLOAD_BATCH], root=data)["job_id"]
+        for i in range(0, len(todo), UPLOAD_BATCH)
+    ]
+    failed = sum(client.wait(job_id)["status"] != "done" for job_id in jobs)
+    seconds = time.perf_counter() - started
+    finished.set()
+    watcher.join()
+    per_method = {m: done_at.get(m, seconds) for m in ("vgg16", "autoencoder")}
+    return {"added": len(todo), "seconds": seconds, "failed_jobs": failed}, per_method
 
 
 def _latency_during_bulk(client, data: Path, queries: list[Path], workdir: Path) -> dict:
@@ -174,34 +233,62 @@ def _latency_during_bulk(client, data: Path, queries: list[Path], workdir: Path)
     return measured
 
 
-def bench_exact_search(sizes=EXACT_SIZES, dim: int = 512) -> list[dict[str, Any]]:
-    """Exact search latency and memory over synthetic unit vectors (one matrix product)."""
-    from shared.vector_index import VectorIndex
+def synthetic_vectors(rng, n: int, dim: int, clustered: bool = True) -> np.ndarray:
+    """Unit vectors. Clustered (Gaussian blobs around 1,000 centres) resembles real image
+    embeddings, which crowd around products and classes; uniform is HNSW's worst case."""
+    if clustered:
+        centres = np.random.default_rng(7).standard_normal((1_000, dim), dtype=np.float32)
+        rows = centres[rng.integers(0, len(centres), n)]
+        rows += 0.8 * rng.standard_normal((n, dim), dtype=np.float32)
+    else:
+        rows = rng.standard_normal((n, dim), dtype=np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
-    rng = np.random.default_rng(0)
+
+def bench_search(sizes=SEARCH_SIZES, dim: int = 512) -> list[dict[str, Any]]:
+    """Exact and graph (HNSW + exact re-ranking) search over synthetic vectors, through the
+    same calls a worker replica makes: latency, build time, memory, recall@10 vs exact."""
+    from shared.vector_index import GraphIndex, VectorIndex, candidate_count
+
     rows = []
-    for size in sizes:
-        index = VectorIndex(dim, "cosine", capacity=size)
+    cases = [(size, True) for size in sizes] + [(UNIFORM_SIZE, False)]
+    for size, clustered in cases:
+        rng = np.random.default_rng(size)
+        exact = VectorIndex(dim, "cosine", capacity=size)
+        graph = GraphIndex(dim, "cosine")
+        build_seconds = 0.0
         for start in range(0, size, 50_000):
-            block = rng.standard_normal((min(50_000, size - start), dim), dtype=np.float32)
-            block /= np.linalg.norm(block, axis=1, keepdims=True)
-            index.upsert([f"v{start + i}" for i in range(len(block))], block)
-        query = rng.standard_normal(dim, dtype=np.float32)
-        index.search(query, 10)  # warm-up
-        timings = []
-        for _ in range(20):
+            block = synthetic_vectors(rng, min(50_000, size - start), dim, clustered)
+            ids = [f"v{start + i}" for i in range(len(block))]
+            exact.upsert(ids, block)
             started = time.perf_counter()
-            index.search(query, 10)
-            timings.append(time.perf_counter() - started)
+            graph.upsert(ids, block, threads=os.cpu_count() or 1)
+            build_seconds += time.perf_counter() - started
+        queries = synthetic_vectors(rng, SEARCH_QUERIES, dim, clustered)
+        exact_times, graph_times, recalls = [], [], []
+        for query in queries:
+            started = time.perf_counter()
+            truth = exact.search(query, 10)
+            exact_times.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            found = exact.search_among(query, graph.candidates(query, candidate_count(10)), 10)
+            graph_times.append(time.perf_counter() - started)
+            recalls.append(len({h.id for h in truth} & {h.id for h in found}) / 10)
         rows.append(
             {
                 "vectors": size,
-                "exact": percentiles(timings),
-                "bytes_per_vector": dim * 4 + 4,  # float32 row + squared norm (ids aside)
-                "matrix_mib": round(size * dim * 4 / 2**20, 1),
+                "data": "clustered" if clustered else "uniform",
+                "exact": percentiles(exact_times),
+                "graph": percentiles(graph_times),
+                "graph_recall_at_10": round(float(np.mean(recalls)), 4),
+                "graph_build_seconds": round(build_seconds, 1),
+                # float32 row + squared norm; the graph's int8 copy and links come on top.
+                "exact_bytes_per_vector": dim * 4 + 4,
+                "graph_bytes_per_vector": round(graph.memory_bytes / size),
             }
         )
-        del index
+        print(f"search at {size:,} ({rows[-1]['data']}): {rows[-1]}", flush=True)
+        del exact, graph
     return rows
 
 
@@ -213,27 +300,39 @@ def markdown(report: dict[str, Any]) -> str:
         "| measure | value |",
         "|---|---|",
     ]
-    rate = report["service"]["index_images_per_second"]
     base = report["baseline_images_per_second"]
     lines.append(
-        f"| indexing through HTTP + Celery, both methods, upload to searchable | "
-        f"{rate['median']:.1f} img/s [{rate['min']:.1f}-{rate['max']:.1f}] |"
-    )
-    lines.append(
-        f"| the article's per-image `predict` loop (VGG16 float32) | "
+        f"| the article's per-image `predict` loop (VGG16 float32): the baseline | "
         f"{base['median']:.1f} img/s [{base['min']:.1f}-{base['max']:.1f}] |"
     )
-    lines.append(f"| ratio | {rate['median'] / base['median']:.1f}x |")
+    for name, rate in report["service"]["index_images_per_second"].items():
+        what = "both methods" if name == "all" else name
+        lines.append(
+            f"| indexing through HTTP + Celery, upload to searchable, {what} | "
+            f"{rate['median']:.1f} img/s [{rate['min']:.1f}-{rate['max']:.1f}], "
+            f"{rate['median'] / base['median']:.1f}x the baseline |"
+        )
     for name, value in report["service"].get("query_latency", {}).items():
         if isinstance(value, dict):
             lines.append(
                 f"| query latency, {name.replace('_', ' ')} | p50 {value['p50_ms']} ms, "
                 f"p95 {value['p95_ms']} ms (n={value['n']}) |"
             )
-    for row in report["exact_search"]:
+    lines += [
+        "",
+        "Search over synthetic unit vectors of 512-d (one query at a time, one core):",
+        "",
+        "| vectors | data | exact p50 / p95 | graph p50 / p95 | graph recall@10 | graph build "
+        "| bytes per vector (exact + graph) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in report["search"]:
+        exact, graph = row["exact"], row["graph"]
         lines.append(
-            f"| exact search, {row['vectors']:,} vectors of 512-d | p50 {row['exact']['p50_ms']} "
-            f"ms, p95 {row['exact']['p95_ms']} ms, {row['matrix_mib']} MiB |"
+            f"| {row['vectors']:,} | {row['data']} | {exact['p50_ms']} / {exact['p95_ms']} ms "
+            f"| {graph['p50_ms']} / {graph['p95_ms']} ms | {row['graph_recall_at_10']:.3f} "
+            f"| {row['graph_build_seconds']:.0f} s "
+            f"| {row['exact_bytes_per_vector']} + {row['graph_bytes_per_vector']} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -256,11 +355,11 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as workdir:
         report["service"] = (
-            {"images": len(paths), "index_images_per_second": spread([0.0])}
+            {"images": len(paths), "index_images_per_second": {}}
             if args.skip_service
             else bench_service(args.data, Path(workdir))
         )
-    report["exact_search"] = bench_exact_search()
+    report["search"] = bench_search()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(markdown(report))
