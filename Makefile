@@ -13,7 +13,7 @@ run: $(STAMP) $(WEIGHTS)
 test: $(STAMP) $(WEIGHTS)
 	$(BIN)/python -m pytest -q
 
-# make bench DATA=<folder of images>: throughput, latency, search scaling (bench/results.*)
+# make bench DATA=<folder of images>: throughput, latency, search scaling (var/bench/results.*)
 bench: $(STAMP) $(WEIGHTS)
 	@test -n "$(DATA)" || (echo "usage: make bench DATA=<folder of images>" && exit 2)
 	$(BIN)/python -m bench.run "$(DATA)"

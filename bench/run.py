@@ -1,4 +1,4 @@
-"""Benchmarks: ``make bench DATA=<folder of images>`` (writes bench/results.json and .md).
+"""Benchmarks: ``make bench DATA=<folder of images>`` (writes var/bench/results.json and .md).
 
 Measured in one run, so ratios compare like with like on a noisy machine:
 
@@ -340,7 +340,7 @@ def markdown(report: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path, help="folder of images")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench" / "results")
     parser.add_argument("--skip-service", action="store_true")
     args = parser.parse_args()
     paths = image_files(args.data)
