@@ -184,9 +184,9 @@ def _index_watching_methods(client: ApiClient, data: Path, total: int):
     for each batch's job, as `imgsearch index` does, would pace both methods by the slower."""
     done_at: dict[str, float] = {}
     finished = threading.Event()
-    paths = image_files(data)
-    existing = client.existing([content_id(p.read_bytes()) for p in paths])
-    todo = [p for p in paths if content_id(p.read_bytes()) not in existing]
+    ids = {path: content_id(path.read_bytes()) for path in image_files(data)}
+    existing = client.existing(list(ids.values()))
+    todo = [path for path, image_id in ids.items() if image_id not in existing]
     started = time.perf_counter()
 
     def watch() -> None:

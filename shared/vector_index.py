@@ -292,7 +292,8 @@ class IndexReplica:
             graph = GraphIndex(self.index.dim, self.index.metric)
             graph.upsert(build.ids, build.vectors, threads=GRAPH_BUILD_THREADS)
             build.vectors = None  # free the snapshot before taking the lock
-            self._install_graph(build, graph)
+            if not self._install_graph(build, graph):
+                return  # the index was reloaded meanwhile; its own build follows
             log.info(
                 "graph index built",
                 extra={
@@ -313,15 +314,16 @@ class IndexReplica:
         finally:
             build.done.set()
 
-    def _install_graph(self, build: "_GraphBuild", graph: GraphIndex) -> None:
+    def _install_graph(self, build: "_GraphBuild", graph: GraphIndex) -> bool:
         with self._lock:
             if self._graph_build is not build:  # the index was reloaded meanwhile
-                return
+                return False
             changed = list(build.changed)
             present = [i for i in changed if i in self.index]
             graph.remove([i for i in changed if i not in self.index])
             graph.upsert(present, self.index.vectors_of(present))
             self.graph, self._graph_build = graph, None
+            return True
 
     def _fell_behind_trim(self) -> bool:
         floor = self.store.log_floor(self.method, self.version)

@@ -120,8 +120,7 @@ def calibrate(queries: list[dict[str, Any]]) -> dict[str, Any]:
         }
         best = best_weight_of(grids[name])
         table[f"{name}, autoencoder {best}"] = grids[name][best]
-        if name == "weighted rank fusion":
-            best_weight = best
+    best_weight = best_weight_of(grids["weighted rank fusion"])  # the gateway's fusion
     return {"best_autoencoder_weight": best_weight, "table": table, "grids": grids}
 
 
