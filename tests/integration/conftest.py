@@ -1,7 +1,9 @@
 """The whole system for integration tests: real Redis, real Celery workers, real gateway."""
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,7 +97,7 @@ def service(redis_url, tmp_path_factory) -> Service:
     env = base_env(fresh_database(redis_url))
     procs = Processes()
     port = free_port()
-    try:
+    with stopping(log_dir, procs):
         for method, roles in DEFAULT_WORKERS:
             start_worker(procs, method, roles, env, log_dir)
         start_gateway(procs, env, port, log_dir)
@@ -103,9 +105,22 @@ def service(redis_url, tmp_path_factory) -> Service:
         queues = {f"{m}.{r}" for m, roles in DEFAULT_WORKERS for r in roles}
         wait_until(lambda: gateway_healthy(base_url, queues), 240, "workers to be ready", procs)
         yield Service(base_url, API_KEY, env, procs, log_dir)
+
+
+def dump_logs(log_dir: Path, tail: int = 4000) -> None:
+    for log in sorted(log_dir.glob("*.log")):
+        sys.stderr.write(f"--- {log.name}\n{log.read_text(errors='replace')[-tail:]}\n")
+
+
+@contextlib.contextmanager
+def stopping(log_dir: Path, *groups: Processes) -> Iterator[None]:
+    """Stop the process groups at the end, in order; if the body failed, print the services'
+    logs first (a system that did not start says why there)."""
+    try:
+        yield
     except Exception:
-        for log in sorted(log_dir.glob("*.log")):
-            sys.stderr.write(f"--- {log.name}\n{log.read_text()[-4000:]}\n")
+        dump_logs(log_dir)
         raise
     finally:
-        procs.stop()
+        for procs in groups:
+            procs.stop()

@@ -11,7 +11,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -95,11 +94,6 @@ def kill(process: subprocess.Popen, sig: int = signal.SIGKILL, timeout: float = 
 def forget(procs: Processes, process: subprocess.Popen) -> None:
     """Stop tracking a child that is gone (so check_alive does not report it)."""
     procs.children[:] = [(n, p) for n, p in procs.children if p is not process]
-
-
-def dump_logs(log_dir: Path, tail: int = 4000) -> None:
-    for log in sorted(log_dir.glob("*.log")):
-        sys.stderr.write(f"--- {log.name}\n{log.read_text(errors='replace')[-tail:]}\n")
 
 
 def distinct_images(count: int, seed: int, size: int = 64, blocks: int = 4) -> list[bytes]:

@@ -24,11 +24,10 @@ from shared.celery_app import make_celery
 from shared.images import default_image_id
 from shared.settings import CommonSettings
 from tests.conftest import fresh_database
-from tests.integration.conftest import ROOT, base_env
+from tests.integration.conftest import ROOT, base_env, stopping
 from tests.integration.system import (
     answers,
     distinct_images,
-    dump_logs,
     kill,
     start_extra_gateway,
     start_system,
@@ -228,16 +227,10 @@ def password_service(tmp_path_factory):
     log_dir = tmp_path_factory.mktemp("password-logs")
     redis_procs, procs = Processes(), Processes()
     password = secrets.token_hex(16)
-    try:
+    with stopping(log_dir, procs, redis_procs):
         url = start_redis(redis_procs, tmp_path_factory.mktemp("password-redis"), password=password)
         assert f":{password}@" in url
         yield start_system(procs, base_env(url), log_dir), url, password
-    except Exception:
-        dump_logs(log_dir)
-        raise
-    finally:
-        procs.stop()
-        redis_procs.stop()
 
 
 def test_services_work_with_a_redis_password(password_service, sample_images):

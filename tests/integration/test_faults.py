@@ -28,13 +28,12 @@ from deploy.launcher import (
     start_worker,
     wait_until,
 )
-from tests.integration.conftest import Service, base_env
+from tests.integration.conftest import Service, base_env, stopping
 from tests.integration.system import (
     CORE_WORKERS,
     answers,
     child,
     distinct_images,
-    dump_logs,
     forget,
     kill,
     post_images,
@@ -74,7 +73,7 @@ def system(tmp_path_factory) -> FaultSystem:
     redis_dir = tmp_path_factory.mktemp("fault-redis")
     redis_procs, procs = Processes(), Processes()
     port = free_port()
-    try:
+    with stopping(log_dir, procs, redis_procs):
         url = start_redis(redis_procs, redis_dir, port=port)
         env = base_env(
             url,
@@ -83,12 +82,6 @@ def system(tmp_path_factory) -> FaultSystem:
         )
         service = start_system(procs, env, log_dir)
         yield FaultSystem(service, redis_procs, redis_dir, port, url)
-    except Exception:
-        dump_logs(log_dir)
-        raise
-    finally:
-        procs.stop()
-        redis_procs.stop()
 
 
 def job_view(service: Service, job_id: str) -> dict:

@@ -24,8 +24,8 @@ from shared.index_transfer import (
 )
 from shared.vector_index import vector_to_bytes
 from tests.conftest import ROOT, fresh_database
-from tests.integration.conftest import base_env
-from tests.integration.system import dump_logs, start_system
+from tests.integration.conftest import base_env, stopping
+from tests.integration.system import start_system
 from tests.unit.test_index_transfer import (
     VGG16_VERSION,
     autoencoder_file,
@@ -237,7 +237,7 @@ def test_an_imported_vgg16_index_answers_searches_it_never_embedded(
     procs = Processes()
     log_dir = tmp_path / "logs"
     log_dir.mkdir()
-    try:
+    with stopping(log_dir, procs):
         service = start_system(procs, env, log_dir, workers=[("vgg16", ["search", "index"])])
         query = sample_images["Lemon"][0]
         empty = service.search_and_wait(query, k=3, methods="vgg16")["methods"]["vgg16"]
@@ -251,11 +251,6 @@ def test_an_imported_vgg16_index_answers_searches_it_never_embedded(
         assert [r["id"] for r in answer["results"]] == ["moved-lemon", "moved-garlic"]
         assert answer["results"][0]["score"] == pytest.approx(1.0, abs=1e-3)
         assert answer["index_size"] == 2
-    except Exception:
-        dump_logs(log_dir)
-        raise
-    finally:
-        procs.stop()
 
 
 def test_an_imported_autoencoder_version_loads_as_the_worker_loads_it(databases, tmp_path):
