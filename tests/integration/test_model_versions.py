@@ -75,9 +75,11 @@ def test_switch_under_concurrent_searches_then_rollback(service, versioned, samp
     assert versions.index(second) > versions.index(first)
     for answer in answers:
         # One version per answer: a query embedded by one model and compared with vectors of
-        # another would not find itself at distance 0.
-        assert answer["results"][0]["id"] == query_id
-        assert answer["results"][0]["score"] == pytest.approx(0.0, abs=1e-3)
+        # another would not find itself at (nearly) distance 0. Nearly: the query is embedded
+        # alone and the catalogue in a batch, which round differently under bfloat16.
+        top, runner_up = answer["results"][:2]
+        assert top["id"] == query_id
+        assert top["score"] < min(1e-2, runner_up["score"] / 10), answer["results"]
 
     models = requests.get(f"{service.api}/models/autoencoder", timeout=5).json()
     sizes = {v["version"]: v["index_size"] for v in models["versions"]}
