@@ -4,6 +4,8 @@ Measured in one run, so ratios compare like with like on a noisy machine:
 
 1. The article's way as the baseline: ``model.predict`` on one image at a time, in a loop,
    VGG16 in float32, on the first BASELINE_IMAGES images of DATA.
+   And the vgg16 worker's embedder alone, in batches: in float32, and in bfloat16 (the
+   ceiling of the service's vgg16 rate) before and after each indexing run of 2.
 2. Indexing through HTTP and Celery (upload to searchable) of the whole folder, with the
    system started as ``make run`` starts it, on a private Redis: for both methods at once,
    and for each method (when its index holds the whole folder).
@@ -43,10 +45,12 @@ from deploy.launcher import (
     start_worker,
     wait_until,
 )
+from shared.ml.runtime import cpu_bfloat16_flags, decode_images
 
 ROOT = Path(__file__).resolve().parent.parent
 REPEATS = 3
 BASELINE_IMAGES = 40
+BARE_MODEL_IMAGES = 128  # four batches of 32
 SEED_IMAGES = 64  # indexed first, to train the autoencoder on, and not counted
 UPLOAD_BATCH = 32  # images per upload request of the throughput measurement
 QUERIES_PER_CLIENT = 10
@@ -92,6 +96,26 @@ def baseline_per_image_predict(paths: list[Path]) -> float:
     return len(paths) / (time.perf_counter() - started)
 
 
+def bare_model_batched(paths: list[Path], precision: str) -> float:
+    """The ceiling of the service's vgg16 rate: the worker's embedder alone, batch by batch,
+    on images decoded beforehand (no HTTP, queue or Redis). Images/s."""
+    from services.vgg16.model import Vgg16Embedder
+    from services.vgg16.settings import Vgg16Settings
+
+    embedder = Vgg16Embedder(Vgg16Settings(vgg16_precision=precision))
+    embedder.load()
+    images = decode_images([path.read_bytes() for path in paths], embedder.input_size)
+    started = time.perf_counter()
+    embedder.embed(images)
+    return len(paths) / (time.perf_counter() - started)
+
+
+def cpu_description() -> str:
+    """Processor, core count and which bfloat16 units oneDNN can use (AMX matters most)."""
+    bf16 = ", ".join(sorted(cpu_bfloat16_flags())) or "no bfloat16 units"
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores ({bf16})"
+
+
 class System:
     """Redis, workers and gateway as `make run` starts them, on a private Redis."""
 
@@ -135,12 +159,19 @@ def bench_service(data: Path, workdir: Path) -> dict[str, Any]:
     queries = paths[:: max(1, len(paths) // 20)][:20]
     results: dict[str, Any] = {"images": len(paths)}
     rates: dict[str, list[float]] = {"all": []}
+    ceilings: list[float] = []
     for run in range(REPEATS):
+        # The ceiling right before and after each run: this host's speed drifts within
+        # minutes (the same batch took 0.6 s or 1.3 s), so service and model compare only
+        # side by side.
+        ceiling_before = bare_model_batched(paths[:BARE_MODEL_IMAGES], "bfloat16")
         system = System(workdir / f"run{run}")
         try:
             client = system.start()
             _train_small_autoencoder(client, paths[:SEED_IMAGES], workdir / f"seed{run}")
             summary, method_seconds = _index_watching_methods(client, data, len(paths))
+            ceiling_after = bare_model_batched(paths[:BARE_MODEL_IMAGES], "bfloat16")
+            ceilings.append((ceiling_before + ceiling_after) / 2)
             rates["all"].append(summary["added"] / summary["seconds"])
             for method, seconds in method_seconds.items():
                 rates.setdefault(method, []).append(summary["added"] / seconds)
@@ -158,6 +189,10 @@ def bench_service(data: Path, workdir: Path) -> dict[str, Any]:
         finally:
             system.stop()
     results["index_images_per_second"] = {name: spread(r) for name, r in rates.items()}
+    results["ceiling_images_per_second"] = spread(ceilings)
+    results["vgg16_share_of_ceiling"] = spread(
+        [rate / ceiling for rate, ceiling in zip(rates["vgg16"], ceilings, strict=True)]
+    )
     return results
 
 
@@ -305,12 +340,27 @@ def markdown(report: dict[str, Any]) -> str:
         f"| the article's per-image `predict` loop (VGG16 float32): the baseline | "
         f"{base['median']:.1f} img/s [{base['min']:.1f}-{base['max']:.1f}] |"
     )
+    bare = {"float32": report["bare_model_float32_images_per_second"]}
+    if "ceiling_images_per_second" in report["service"]:
+        bare["bfloat16, the ceiling"] = report["service"]["ceiling_images_per_second"]
+    for what, rate in bare.items():
+        lines.append(
+            f"| VGG16 alone, batches of the worker's size, {what} | "
+            f"{rate['median']:.1f} img/s [{rate['min']:.1f}-{rate['max']:.1f}], "
+            f"{rate['median'] / base['median']:.1f}x the baseline |"
+        )
     for name, rate in report["service"]["index_images_per_second"].items():
         what = "both methods" if name == "all" else name
         lines.append(
             f"| indexing through HTTP + Celery, upload to searchable, {what} | "
             f"{rate['median']:.1f} img/s [{rate['min']:.1f}-{rate['max']:.1f}], "
             f"{rate['median'] / base['median']:.1f}x the baseline |"
+        )
+    if "vgg16_share_of_ceiling" in report["service"]:
+        share = report["service"]["vgg16_share_of_ceiling"]
+        lines.append(
+            f"| vgg16 indexing rate / the ceiling measured around it | {share['median']:.2f} "
+            f"[{share['min']:.2f}-{share['max']:.2f}] |"
         )
     for name, value in report["service"].get("query_latency", {}).items():
         if isinstance(value, dict):
@@ -345,13 +395,15 @@ def main() -> None:
     args = parser.parse_args()
     paths = image_files(args.data)
     report: dict[str, Any] = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"{platform.system()}",
+        "machine": f"{cpu_description()}, {platform.system()}",
         "data": str(args.data),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     report["baseline_images_per_second"] = spread(
         [baseline_per_image_predict(paths[:BASELINE_IMAGES]) for _ in range(REPEATS)]
+    )
+    report["bare_model_float32_images_per_second"] = spread(
+        [bare_model_batched(paths[:BARE_MODEL_IMAGES], "float32") for _ in range(REPEATS)]
     )
     with tempfile.TemporaryDirectory() as workdir:
         report["service"] = (

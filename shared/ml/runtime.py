@@ -19,17 +19,22 @@ BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 CPUINFO = Path("/proc/cpuinfo")
 
 
-def cpu_supports_bfloat16(cpuinfo: Path = CPUINFO) -> bool:
-    """True when the CPU advertises native bfloat16 arithmetic (avx512_bf16 or amx_bf16)."""
+def cpu_bfloat16_flags(cpuinfo: Path = CPUINFO) -> set[str]:
+    """Which of BF16_CPU_FLAGS the CPU advertises (empty when it has none or cannot tell)."""
     try:
         text = cpuinfo.read_text(errors="replace")
     except OSError:
-        return False
+        return set()
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        if key.strip() == "flags" and BF16_CPU_FLAGS.intersection(value.split()):
-            return True
-    return False
+        if key.strip() == "flags":
+            return BF16_CPU_FLAGS.intersection(value.split())
+    return set()
+
+
+def cpu_supports_bfloat16(cpuinfo: Path = CPUINFO) -> bool:
+    """True when the CPU advertises native bfloat16 arithmetic (avx512_bf16 or amx_bf16)."""
+    return bool(cpu_bfloat16_flags(cpuinfo))
 
 
 def policy_for(mode: Precision, bf16_supported: bool | None = None) -> str:

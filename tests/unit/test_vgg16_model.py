@@ -10,7 +10,12 @@ from PIL import Image, ImageDraw, ImageFilter
 from services.vgg16.model import Vgg16Embedder
 from services.vgg16.settings import Vgg16Settings
 from services.vgg16.weights import CONVERTED_FILE, WeightsUnavailableError
-from shared.ml.runtime import cpu_supports_bfloat16, decode_images, policy_for
+from shared.ml.runtime import (
+    cpu_bfloat16_flags,
+    cpu_supports_bfloat16,
+    decode_images,
+    policy_for,
+)
 
 BATCH = 4  # small, so warm-up is quick and 6 images span two batches
 
@@ -112,6 +117,8 @@ def test_bfloat16_detection_reads_cpu_flags(tmp_path):
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n")
     assert not cpu_supports_bfloat16(cpuinfo)
     assert not cpu_supports_bfloat16(tmp_path / "missing")
+    cpuinfo.write_text("flags\t\t: fpu avx512_bf16 amx_tile amx_bf16\n")
+    assert cpu_bfloat16_flags(cpuinfo) == {"avx512_bf16", "amx_bf16"}
     assert policy_for("auto", bf16_supported=True) == "mixed_bfloat16"
     assert policy_for("auto", bf16_supported=False) == "float32"
     assert policy_for("float32", bf16_supported=True) == "float32"
