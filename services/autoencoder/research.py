@@ -54,8 +54,8 @@ What limits it: first epochs, then the objective. P@1 rises with the epochs the 
 allows (7 epochs 0.27, 14 epochs 0.30, 27-29 epochs 0.32-0.34, 55-59 epochs 0.365-0.379).
 With 11 to 30 s an epoch (the 2 cores shared) the budget ended the runs; with 8-10 s an
 epoch the validation loss stops improving around epoch 50-60 and early stopping ends them,
-at the same P@1 as a 1,500 s run (0.385): this objective levels off just below the target
-0.40 and the colour histogram's 0.387. Less colour jitter, a higher learning rate and a
+at about the P@1 of a run with a 1,500 s budget (0.385): this objective levels off below the
+target 0.40 and the colour histogram's 0.387. Less colour jitter, a higher learning rate and a
 lower temperature did not lift it (last rows).
 Reconstructions are blurry: the contrastive term dominates the loss, which is the point
 (reconstruction alone ranks products no better than an untrained network). Precision:
