@@ -283,4 +283,6 @@ def test_an_imported_autoencoder_version_loads_as_the_worker_loads_it(databases,
     again = loaded.embed(decode_images([e.jpeg for e in images], loaded.input_size))
     np.testing.assert_allclose(again, vectors, rtol=1e-5, atol=1e-6)
     hit = replica.search(again[1], 1)[0]
-    assert hit.id == "q" and hit.score == pytest.approx(0.0, abs=1e-4)
+    # Distances are sqrt(|x|^2 - 2 x.q + |q|^2) in float32: for unit vectors one rounding
+    # step under the root leaves a vector up to about 5e-4 from itself (seen: 2^-11).
+    assert hit.id == "q" and hit.score == pytest.approx(0.0, abs=2e-3)
