@@ -13,4 +13,4 @@ ENV GATEWAY_HOST=0.0.0.0 GATEWAY_PORT=8000
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --retries=5 \
   CMD python -c "import os,urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"GATEWAY_PORT\"]}/api/v1/health', timeout=2)"
-CMD ["sh", "-c", "exec gunicorn --bind ${GATEWAY_HOST}:${GATEWAY_PORT} --workers 1 --threads 16 --timeout 120 'services.gateway.app:create_app()'"]
+CMD ["python", "-m", "services.gateway"]

@@ -153,19 +153,13 @@ def start_worker(
 
 
 def start_gateway(procs: Processes, env: dict[str, str], port: int, log_dir: Path | None):
+    """The gateway's HTTP server (waitress, see services/gateway/__main__.py) on ``port``."""
     return procs.start(
         "gateway",
-        [
-            sys.executable, "-m", "gunicorn",
-            "--bind", f"{env.get('GATEWAY_HOST', '127.0.0.1')}:{port}",
-            "--workers", "1",
-            "--threads", "16",  # ?wait holds a thread per waiting client
-            "--timeout", "120",
-            "services.gateway.app:create_app()",
-        ],
-        env,
+        [sys.executable, "-m", "services.gateway"],
+        {**env, "GATEWAY_PORT": str(port)},
         log_dir / "gateway.log" if log_dir else None,
-    )  # fmt: skip
+    )
 
 
 def wait_until(predicate, timeout: float, what: str, procs: Processes | None = None) -> None:

@@ -15,8 +15,9 @@ from shared.images import ImageRejected, canonicalize, default_image_id, validat
 from shared.index_store import IndexStore
 from shared.jobs import FINAL_STATUSES, JobRecord, new_job_id, overall_status, status_from_celery
 
-from .app import ApiError, read_access, require_key, settings
+from .app import ApiError, given_key, key_is_valid, read_access, require_key, settings
 from .results import decorate, fuse_rankings
+from .waiting import wait_for_change
 
 log = logging.getLogger(__name__)
 api = Blueprint("api", __name__)
@@ -367,15 +368,29 @@ def get_job(job_id: str):
         raise ApiError(404, "job_not_found", f"no job with id {job_id!r} (unknown or expired)")
     job = JobRecord.from_json(raw)
     wait = _float_arg("wait", 0.0, 0.0, settings().max_wait_seconds)
-    deadline = time.monotonic() + wait
-    interval = 0.02
-    while True:
-        view = _job_view(job)
-        remaining = deadline - time.monotonic()
-        if view["status"] in FINAL_STATUSES or remaining <= 0:
-            return jsonify(view)
-        time.sleep(min(interval, remaining))
-        interval = min(interval * 1.5, 0.25)
+    view = _job_view(job)
+    if wait <= 0 or view["status"] in FINAL_STATUSES:
+        return jsonify(view)
+    with current_app.extensions["wait_slots"].slot() as waiting:
+        if not waiting:
+            # Every waiting slot is taken: answer now rather than take the last threads.
+            response = jsonify(view)
+            response.headers["Retry-After"] = "1"
+            return response
+        view = wait_for_change(
+            lambda: _job_view(job),
+            lambda: _task_records(job),
+            lambda v: v["status"] in FINAL_STATUSES,
+            wait,
+        )
+    return jsonify(view)
+
+
+def _task_records(job: JobRecord) -> list[bytes | None]:
+    """The raw result records of a job's tasks: one MGET, to see whether anything changed."""
+    backend = _celery().backend
+    ids = [tid for method in job.methods for tid in job.task_ids(method)]
+    return _redis().mget([backend.get_key_for_task(tid) for tid in ids])
 
 
 def _float_arg(name: str, default: float, low: float, high: float) -> float:
@@ -637,8 +652,18 @@ def health():
         }
         for n, queue in enumerate(queues)
     }
-    everyone = all(entry["workers"] for entry in workers.values())
-    return jsonify({"status": "ok" if everyone else "degraded", "redis": "ok", "queues": workers})
+    missing = [queue for queue, entry in workers.items() if not entry["workers"]]
+    status = "degraded" if missing else "ok"
+    if settings().reads_require_key and not key_is_valid(given_key()):
+        # Orchestrators and load balancers get the verdict; host names and process ids in
+        # the worker names are for clients with the key.
+        return jsonify({"status": status})
+    body: dict[str, Any] = {"status": status, "redis": "ok"}
+    if missing:
+        body["missing"] = missing
+        body["message"] = "no live worker consumes " + ", ".join(missing)
+    body["queues"] = workers
+    return jsonify(body)
 
 
 @api.get("/stats")

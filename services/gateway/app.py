@@ -1,6 +1,6 @@
 """Flask application factory: settings, Redis, Celery, error handling, access control.
 
-Run:  gunicorn --threads 16 'services.gateway.app:create_app()'
+Run:  python -m services.gateway  (the waitress server, services/gateway/__main__.py)
 """
 
 import hashlib
@@ -23,6 +23,7 @@ from shared.logs import configure_logging
 from shared.settings import redis_client
 
 from .settings import GatewaySettings
+from .waiting import WaitSlots
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ def create_app(settings: GatewaySettings | None = None) -> Flask:
     app.extensions["redis"] = client
     app.extensions["catalog"] = Catalog(client)
     app.extensions["celery"] = make_celery(settings, "gateway")
+    app.extensions["wait_slots"] = WaitSlots(settings.max_waiting_requests)
 
     from .api import api
     from .metrics import init_metrics
@@ -135,8 +137,8 @@ def _register_rate_limit(app: Flask) -> None:
 def _client_identity() -> str:
     """Who a request counts against: its API key when valid (hashed: no secret in Redis
     keys), else its address, so that sending made-up keys never buys a fresh budget."""
-    given = request.headers.get("X-API-Key", "")
-    if given and settings().api_key is not None and _key_is_valid(given):
+    given = given_key()
+    if given and settings().api_key is not None and key_is_valid(given):
         return "key-" + hashlib.sha256(given.encode()).hexdigest()[:16]
     return f"addr-{request.remote_addr}"
 
@@ -145,7 +147,15 @@ def settings() -> GatewaySettings:
     return current_app.extensions["settings"]
 
 
-def _key_is_valid(given: str) -> bool:
+def given_key() -> str:
+    """The key a request carries: X-API-Key, or a bearer token (what Prometheus sends)."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token:
+        return token.strip()
+    return request.headers.get("X-API-Key", "")
+
+
+def key_is_valid(given: str) -> bool:
     expected = settings().api_key
     if expected is None:
         return True
@@ -153,7 +163,7 @@ def _key_is_valid(given: str) -> bool:
 
 
 def _check_key() -> None:
-    if not _key_is_valid(request.headers.get("X-API-Key", "")):
+    if not key_is_valid(given_key()):
         raise ApiError(401, "unauthorized", "a valid X-API-Key header is required for this request")
 
 

@@ -6,9 +6,8 @@ method's index size and model version are read from Redis when Prometheus scrape
 right whichever process changed them; a scrape still answers (``imgsearch_redis_up 0``) when
 Redis is down.
 
-The gateway runs as one process (gunicorn ``--workers 1 --threads N``), which holds the
-counters. Started with several gunicorn workers, each would count only its own requests:
-use prometheus_client's multiprocess mode then.
+The gateway runs as one process (waitress, ``GATEWAY_THREADS`` threads), which holds the
+counters. Behind a load balancer with several gateway replicas, scrape each one.
 """
 
 import time
@@ -32,6 +31,8 @@ from prometheus_client.registry import Collector
 from shared import keys, names
 from shared.catalog import Catalog
 from shared.index_store import IndexStore
+
+from .app import read_access
 
 # Up to a minute: GET /jobs/{id}?wait= holds a request open for up to MAX_WAIT_SECONDS.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60)
@@ -159,6 +160,7 @@ def init_metrics(app: Flask) -> CollectorRegistry:
             latency.labels(*labels).observe(time.perf_counter() - started)
         return response
 
+    @read_access  # host names and queue sizes are not for everyone when reads need the key
     def metrics() -> Response:
         return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 

@@ -9,6 +9,20 @@ from shared.settings import CommonSettings, refuse_placeholder
 class GatewaySettings(CommonSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(default=8000, ge=1, le=65535)
+    # The HTTP server (waitress, services/gateway/__main__.py). Threads run requests once
+    # they have fully arrived; idle and slow connections cost a socket, not a thread.
+    gateway_threads: int = Field(default=96, ge=4)
+    # Open connections at most; past it new ones wait in the listen backlog.
+    gateway_connection_limit: int = Field(default=1000, ge=10)
+    # A connection that sends (or reads) nothing for this long is closed: a client that never
+    # finishes its headers or body is gone within this plus at most 2 s.
+    gateway_idle_timeout_seconds: int = Field(default=25, ge=1, le=3600)
+    # Address of a reverse proxy whose X-Forwarded-For/-Proto the gateway may believe
+    # (client addresses for the rate limit); unset = none.
+    gateway_trusted_proxy: str | None = None
+    # GET /jobs/{id}?wait= requests that may hold a thread at once; past it a poll answers at
+    # once with Retry-After: 1. Must leave threads free for everything else.
+    max_waiting_requests: int = Field(default=80, ge=0)
     # When set, every write (add, delete, train) needs it in the X-API-Key header.
     api_key: SecretStr | None = None
     # Reads (searches, jobs, images, stats) are open unless this is set (then they need the key).
@@ -31,7 +45,8 @@ class GatewaySettings(CommonSettings):
     # Results each method returns for fusion when a search asks for fewer, so an image one
     # method ranks just below k still counts (fitted and measured with 50).
     fusion_candidates: int = Field(default=50, ge=1)
-    # Upper bound of GET /jobs/{id}?wait=...: a held request occupies a server thread.
+    # Upper bound of GET /jobs/{id}?wait=...: a held request occupies a server thread
+    # (at most MAX_WAITING_REQUESTS of them at once).
     max_wait_seconds: float = Field(default=30.0, ge=0)
     # Retrain the autoencoder on its own once the catalogue holds this fraction more images
     # than the active model was trained on (0.5: half as many again); 0 = only on request.
@@ -50,6 +65,15 @@ class GatewaySettings(CommonSettings):
         if any(w < 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
             raise ValueError("FUSION_WEIGHTS must be >= 0, with at least one above 0")
         return weights
+
+    @model_validator(mode="after")
+    def _threads_left_for_other_requests(self) -> "GatewaySettings":
+        if self.max_waiting_requests > self.gateway_threads - 4:
+            raise ValueError(
+                f"MAX_WAITING_REQUESTS ({self.max_waiting_requests}) must leave at least 4 of "
+                f"the GATEWAY_THREADS ({self.gateway_threads}) for other requests"
+            )
+        return self
 
     @model_validator(mode="after")
     def _refuse_placeholder_key(self) -> "GatewaySettings":
