@@ -13,14 +13,46 @@ many do at once (``MAX_WAITING_REQUESTS``), below the thread count, so the rest 
 a free thread (services/gateway/waiting.py).
 """
 
+import json
 import logging
 
-from waitress import serve
+from waitress.channel import HTTPChannel
+from waitress.server import create_server
+from waitress.task import ErrorTask
 
 from .app import create_app
 from .settings import GatewaySettings
 
 log = logging.getLogger(__name__)
+
+
+class JsonErrorTask(ErrorTask):
+    """The server's own refusals (body or headers too large, malformed requests) in the API's
+    error format, ``{"error": {"code", "message"}}``, like every other error."""
+
+    def execute(self) -> None:
+        error = self.request.error
+        code = error.reason.lower().replace(" ", "_")
+        if error.code == 413:
+            message = f"the upload is larger than the limit of {self.max_body:,} bytes"
+        elif error.code == 431:
+            message = "the request's headers are larger than the server accepts (64 KiB)"
+        else:
+            message = f"the server could not read this request: {error.body}"
+        body = json.dumps({"error": {"code": code, "message": message}}).encode()
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+    @property
+    def max_body(self) -> int:
+        return self.channel.server.adj.max_request_body_size
+
+
+class JsonErrorChannel(HTTPChannel):
+    error_task_class = JsonErrorTask
 
 
 def _proxy_options(trusted_proxy: str | None) -> dict:
@@ -46,7 +78,7 @@ def main() -> None:
             "connection_limit": settings.gateway_connection_limit,
         },
     )
-    serve(
+    server = create_server(
         app,
         host=settings.gateway_host,
         port=settings.gateway_port,
@@ -58,13 +90,15 @@ def main() -> None:
         cleanup_interval=2,
         # poll(), not select(): select() cannot watch descriptors numbered above 1023.
         asyncore_use_poll=True,
-        # Flask refuses bodies over MAX_UPLOAD_BYTES with a JSON 413; the server refuses
-        # anything far past it before buffering it at all.
-        max_request_body_size=2 * settings.max_upload_bytes,
+        # A body declared or sent past MAX_UPLOAD_BYTES is refused by the server before it
+        # is buffered (413, JsonErrorTask); Flask checks the same limit again.
+        max_request_body_size=settings.max_upload_bytes,
         max_request_header_size=64 * 1024,
         ident="image-search",
         **_proxy_options(settings.gateway_trusted_proxy),
     )
+    server.channel_class = JsonErrorChannel
+    server.run()
 
 
 if __name__ == "__main__":

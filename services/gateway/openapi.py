@@ -364,10 +364,16 @@ def _schemas() -> dict[str, Any]:
         },
         "Health": {
             "type": "object",
-            "required": ["status", "redis"],
+            "required": ["status"],
             "properties": {
                 "status": {"type": "string", "enum": ["ok", "degraded", "unavailable"]},
                 "redis": {"type": "string"},
+                "missing": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "queues that no live worker consumes",
+                },
+                "message": {"type": "string"},
                 "queues": {
                     "type": "object",
                     "additionalProperties": {
@@ -740,7 +746,9 @@ def _paths(settings: GatewaySettings) -> dict[str, Any]:
                 "tags": ["operations"],
                 "operationId": "health",
                 "summary": "Redis reachable; live workers and waiting tasks per queue",
-                "description": "`degraded` when a queue has no live worker. Always open.",
+                "description": "`degraded` when a queue has no live worker (named in "
+                "`missing`). Always open; when reads need the key, a request without it gets "
+                "only `status`.",
                 "security": [],
                 "responses": {
                     "200": _ok("Redis answers.", _ref("Health")),

@@ -102,8 +102,21 @@ def test_reads_closed_by_setting_need_the_key(service, tmp_path):
             assert_error(call({}), 401, "unauthorized")
             assert_error(call({"X-API-Key": "wrong"}), 401, "unauthorized")
             assert call(closed.auth).status_code in (200, 202, 404), name
-        # Health stays open: orchestrators and load balancers probe it without a key.
-        assert requests.get(f"{closed.api}/health", timeout=10).status_code == 200
+        # Health stays open, as a bare verdict: orchestrators and load balancers probe it
+        # without a key; worker names (hosts, process ids) are for clients with the key.
+        anonymous = requests.get(f"{closed.api}/health", timeout=10)
+        assert anonymous.status_code == 200
+        assert set(anonymous.json()) == {"status"}
+        detailed = requests.get(f"{closed.api}/health", headers=closed.auth, timeout=10).json()
+        assert "queues" in detailed
+        # Metrics name hosts and queues: the key, as X-API-Key or as Prometheus' bearer token.
+        metrics = f"{closed.base_url}/metrics"
+        assert_error(requests.get(metrics, timeout=10), 401, "unauthorized")
+        assert requests.get(metrics, headers=closed.auth, timeout=10).status_code == 200
+        bearer = {"Authorization": f"Bearer {closed.api_key}"}
+        assert requests.get(metrics, headers=bearer, timeout=10).status_code == 200
+        wrong_bearer = {"Authorization": "Bearer wrong"}
+        assert_error(requests.get(metrics, headers=wrong_bearer, timeout=10), 401, "unauthorized")
     finally:
         kill(process, signal.SIGTERM)
 
