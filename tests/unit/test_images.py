@@ -199,3 +199,16 @@ def test_no_comment_or_metadata_survives_into_the_stored_images(fmt):
         assert not {"comment", "exif", "icc_profile", "xmp"} & set(out.info), out.info
         assert not out.getexif()
         assert b"secret" not in stored and b"SecretCam" not in stored
+
+
+def test_webp_pixels_count_four_times_against_the_limit():
+    # 1,700 x 1,600 = 2.72 Mpixel: fine as PNG under a 10 Mpixel limit, too many as WebP,
+    # whose decoder takes four times the memory. Refused before the file is opened.
+    picture = Image.new("RGB", (1700, 1600), (30, 90, 150))
+    assert canonicalize(encode(picture, "PNG"), **LIMITS).width == 256
+    with pytest.raises(ImageRejected) as caught:
+        canonicalize(encode(picture, "WEBP"), **LIMITS)
+    assert (caught.value.status, caught.value.code) == (413, "too_many_pixels")
+    assert "2,500,000 pixels for WebP" in caught.value.message
+    small = Image.new("RGB", (1000, 1000), (30, 90, 150))
+    assert canonicalize(encode(small, "WEBP"), **LIMITS).width == 256
