@@ -3,6 +3,7 @@
 import json
 import logging
 import time
+from collections import Counter
 from typing import Any
 
 from celery import Celery
@@ -11,11 +12,25 @@ from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from shared import keys, names
 from shared.catalog import Catalog, ImageMeta
-from shared.images import ImageRejected, canonicalize, default_image_id, validate_image_id
+from shared.images import (
+    CanonicalImage,
+    ImageRejected,
+    canonicalize,
+    default_image_id,
+    validate_image_id,
+)
 from shared.index_store import IndexStore
 from shared.jobs import FINAL_STATUSES, JobRecord, new_job_id, overall_status, status_from_celery
 
-from .app import ApiError, given_key, key_is_valid, read_access, require_key, settings
+from .app import (
+    ApiError,
+    given_key,
+    json_body,
+    key_is_valid,
+    read_access,
+    require_key,
+    settings,
+)
 from .results import decorate, fuse_rankings
 from .waiting import wait_for_change
 
@@ -77,6 +92,15 @@ def _uploads() -> list:
     return files
 
 
+def _canonical(data: bytes) -> CanonicalImage:
+    """The upload as its canonical image, decoded in one of the gateway's decode slots."""
+    cfg = settings()
+    with current_app.extensions["decode_slots"].slot():
+        return canonicalize(
+            data, max_side=cfg.stored_image_max_side, max_pixels=cfg.max_image_pixels
+        )
+
+
 def _store_job(job: JobRecord) -> None:
     _redis().set(keys.job(job.id), job.to_json(), ex=settings().job_ttl_seconds)
 
@@ -112,6 +136,11 @@ def add_images():
             "id_count_mismatch",
             f"got {len(ids)} 'id' fields for {len(files)} files: give one id per file or none",
         )
+    repeated = [image_id for image_id, count in Counter(ids).items() if count > 1]
+    if repeated:
+        raise ApiError(
+            400, "duplicate_id", f"the id {repeated[0]!r} is given to more than one file"
+        )
     metadata_fields = request.form.getlist("metadata")
     if len(metadata_fields) not in (0, 1, len(files)):
         raise ApiError(
@@ -121,15 +150,15 @@ def add_images():
         )
     metadata = [_parse_metadata(raw) for raw in metadata_fields]
 
-    stored: list[dict[str, Any]] = []
+    # Every file is decoded before any is stored: a 503 for want of a decode slot leaves
+    # nothing half-done (stored but never indexed).
+    accepted: list[tuple[int, str, CanonicalImage]] = []
     rejected: list[dict[str, Any]] = []
     for position, upload in enumerate(files):
         data = upload.read()
         try:
             image_id = validate_image_id(ids[position]) if ids else default_image_id(data)
-            image = canonicalize(
-                data, max_side=cfg.stored_image_max_side, max_pixels=cfg.max_image_pixels
-            )
+            accepted.append((position, image_id, _canonical(data)))
         except ImageRejected as err:
             rejected.append(
                 {
@@ -140,14 +169,16 @@ def add_images():
                     "status": err.status,
                 }
             )
-            continue
+    stored: list[dict[str, Any]] = []
+    for position, image_id, image in accepted:
+        filename = files[position].filename
         created = _catalog().put(
             image_id,
             image,
-            filename=upload.filename or None,
+            filename=filename or None,
             metadata=metadata[position if len(metadata) > 1 else 0] if metadata else {},
         )
-        stored.append({"id": image_id, "filename": upload.filename, "created": created})
+        stored.append({"id": image_id, "filename": filename, "created": created})
 
     if not stored:
         first = rejected[0]
@@ -248,7 +279,7 @@ def list_images():
 @read_access
 def lookup_images():
     """Which of the given ids are in the catalogue (bulk clients skip what is there)."""
-    body = request.get_json(silent=True)
+    body = json_body()
     ids = body.get("ids") if isinstance(body, dict) else None
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         raise ApiError(400, "invalid_ids", 'send a JSON body {"ids": ["...", ...]}')
@@ -271,12 +302,20 @@ def get_image(image_id: str):
     return jsonify(_describe(_meta_or_404(image_id)))
 
 
+def _image_response(data: bytes, mimetype: str) -> Response:
+    response = Response(data, mimetype=mimetype)
+    # Behind READS_REQUIRE_KEY a shared cache must neither serve an image to clients without
+    # the key nor keep serving it after a delete.
+    private = settings().reads_require_key
+    response.headers["Cache-Control"] = "private, no-store" if private else "public, max-age=300"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
 def _jpeg(data: bytes | None, image_id: str) -> Response:
     if data is None:
         raise ApiError(404, "image_not_found", f"no image with id {image_id!r} in the catalogue")
-    response = Response(data, mimetype="image/jpeg")
-    response.headers["Cache-Control"] = "public, max-age=300"
-    return response
+    return _image_response(data, "image/jpeg")
 
 
 @api.get("/images/<image_id>/content")
@@ -310,9 +349,7 @@ def create_search():
         raise ApiError(400, "one_file_only", "a search takes exactly one 'file'")
     k = _int_value(request.form.get("k"), "k", cfg.default_k, 1, cfg.max_k)
     methods = _methods(request.form.getlist("methods"))
-    image = canonicalize(
-        files[0].read(), max_side=cfg.stored_image_max_side, max_pixels=cfg.max_image_pixels
-    )
+    image = _canonical(files[0].read())
     job = JobRecord(id=new_job_id(), kind="search", methods=methods, params={"k": k})
     query_key = keys.query_image(job.id)
     pipe = _redis().pipeline(transaction=True)
@@ -514,7 +551,7 @@ def _add_search_results(view: dict[str, Any], job: JobRecord) -> None:
 @api.post("/models/autoencoder/trainings")
 @require_key
 def start_training():
-    options = request.get_json(silent=True) if request.data else {}
+    options = json_body(empty={})
     if options is None or not isinstance(options, dict):
         raise ApiError(400, "invalid_options", "the body must be a JSON object (or empty)")
     allowed = {"epochs": (1, 500), "patience": (1, 100)}
@@ -627,7 +664,7 @@ def get_training_artifact(version: str, artifact: str):
     data = _redis().get(keys.model_artifact("autoencoder", _known_version(version), name))
     if data is None:
         raise ApiError(404, "artifact_not_found", f"version {version!r} has no {artifact} image")
-    return Response(data, mimetype="image/png")
+    return _image_response(data, "image/png")
 
 
 # Operations

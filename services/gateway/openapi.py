@@ -72,9 +72,17 @@ ERROR_RESPONSES = {
     401: ("Unauthorized", "Missing or wrong `X-API-Key`."),
     404: ("NotFound", "Unknown id (or expired job)."),
     409: ("Conflict", "The request conflicts with the current state; the code says which."),
-    413: ("TooLarge", "The request or an image is too large (bytes, files or pixels)."),
+    413: (
+        "TooLarge",
+        "The request or an image is too large; the message names the limit that was hit "
+        "(body bytes, a form field, form parts, files, pixels or JSON bytes).",
+    ),
     415: ("NotAnImage", "The file is not an image the service can decode."),
-    503: ("Unavailable", "Redis or the job queue is not reachable; try again."),
+    503: (
+        "Unavailable",
+        "Redis or the job queue is not reachable, or (`busy`, with `Retry-After`) every image "
+        "decode slot stayed taken; try again.",
+    ),
 }
 
 

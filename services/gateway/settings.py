@@ -31,8 +31,18 @@ class GatewaySettings(CommonSettings):
     # One request's whole body; larger uploads get 413 before any of it is decoded.
     max_upload_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     max_files_per_request: int = Field(default=500, ge=1)
-    # Decompression bombs: an image may declare at most this many pixels.
+    # Decompression bombs: an image may declare at most this many pixels. Decoding one
+    # costs up to 4 bytes per pixel (JPEG less: it decodes shrunk), so this and
+    # MAX_CONCURRENT_DECODES bound the gateway's memory (README, "Measured here").
     max_image_pixels: int = Field(default=50_000_000, ge=1)
+    # Uploads decoded at once; the rest wait. Decoding is CPU work (one core each) and the
+    # only large allocation a request makes: 2 x 50 Mpixel RGBA is 400 MB.
+    max_concurrent_decodes: int = Field(default=2, ge=1)
+    # How long an upload waits for a decode slot before it gets 503 with Retry-After.
+    decode_wait_seconds: float = Field(default=20.0, ge=0)
+    # A JSON body (POST /images/lookup, trainings) larger than this gets 413 before it is
+    # parsed; 10,000 ids of 128 characters fit.
+    max_json_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
     # Canonical images are stored at most this large; every model's input is smaller.
     stored_image_max_side: int = Field(default=512, ge=64)
     # Images per embedding task: replicas of a worker share a large upload in chunks this big.
