@@ -14,9 +14,9 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,7 +65,8 @@ def require_engine() -> None:
     message = f"DEPLOYMENT TEST NOT RUN: {problem} (.ci/run installs and starts one)"
     if os.environ.get("CI") == "true":
         pytest.fail(message + "; CI=true requires it", pytrace=False)
-    print(f"\n{'!' * 80}\n{message}\n{'!' * 80}", file=sys.stderr)
+    # A skip alone is one "s" among the dots: the warnings summary repeats it at the end.
+    warnings.warn(message, UserWarning, stacklevel=1)
     pytest.skip(message)
 
 
