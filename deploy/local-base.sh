@@ -51,7 +51,7 @@ printf 'deb %s %s main\ndeb %s %s-updates main\n' "$mirror" "$SUITE" "$mirror" "
 if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
   cp /usr/local/share/ca-certificates/*.crt "$rootfs/usr/local/share/ca-certificates/"
 fi
-chroot "$rootfs" update-ca-certificates >/dev/null
+chroot "$rootfs" update-ca-certificates >/dev/null 2>&1
 # Smaller image: no package lists or downloaded .debs.
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/archives/*.deb
 
