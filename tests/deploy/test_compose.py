@@ -39,11 +39,21 @@ FLOWER_AUTH = "deploy-test:" + uuid.uuid4().hex
 pytestmark = pytest.mark.timeout(3600)  # a cold image build alone takes minutes
 
 
+def compose_command() -> list[str] | None:
+    """Compose v1 (`docker-compose`, Debian's package) or v2 (`docker compose`)."""
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    v2 = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30)
+    return ["docker", "compose"] if v2.returncode == 0 else None
+
+
 def engine_problem() -> str | None:
     """Why no Docker engine can be used here, or None when one answers."""
-    for tool in ("docker", "docker-compose", "make"):
+    for tool in ("docker", "make"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed"
+    if compose_command() is None:
+        return "neither docker-compose nor `docker compose` is installed"
     try:
         info = subprocess.run(
             ["docker", "info", "--format", "{{.ServerVersion}}"],
@@ -93,12 +103,13 @@ class Stack:
     api: str
     key: str
     flower_port: int
+    compose_cli: list[str]
     timings: dict[str, float] = field(default_factory=dict)
 
     def compose(self, *args: str, timeout: float = 600, check: bool = True) -> str:
         # The monitoring profile (Flower) only where a command names it.
         profile = ["--profile", "monitoring"] if "flower" in args or "down" in args else []
-        command = ["docker-compose", "-p", self.project, *profile, *args]
+        command = [*self.compose_cli, "-p", self.project, *profile, *args]
         done = subprocess.run(
             command, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout
         )
@@ -205,7 +216,14 @@ def stack() -> Iterator[Stack]:
         INDEX_CHUNK_SIZE=str(INDEX_CHUNK_SIZE),
     )
     env.pop("FLOWER_BASIC_AUTH", None)
-    stack = Stack(project, env, f"http://127.0.0.1:{port}/api/v1", key, int(env["FLOWER_PORT"]))
+    stack = Stack(
+        project,
+        env,
+        f"http://127.0.0.1:{port}/api/v1",
+        key,
+        int(env["FLOWER_PORT"]),
+        compose_command() or [],
+    )
     started = time.monotonic()
     subprocess.run(["make", "images"], cwd=ROOT, env=env, check=True, timeout=3000)
     stack.timings["make images (s)"] = time.monotonic() - started
