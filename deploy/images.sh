@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 PYTHON_BASE=${PYTHON_BASE:-python:3.11-slim}
 REDIS_BASE=${REDIS_BASE:-redis:7}
 LOCAL_BASE=${LOCAL_BASE:-}
-PULL_TIMEOUT=${PULL_TIMEOUT:-60}
+PULL_TIMEOUT=${PULL_TIMEOUT:-300}  # a slow registry is still a registry; none fails at once
 
 have() { docker image inspect "$1" >/dev/null 2>&1; }
 pull() { have "$1" || timeout "$PULL_TIMEOUT" docker pull -q "$1" >/dev/null 2>&1; }
