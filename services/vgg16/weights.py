@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -290,6 +291,25 @@ def fetch(settings: Vgg16Settings, *, include_top: bool = False) -> ResolvedWeig
     return resolve_weights(wanted)
 
 
+def place_in(resolved: ResolvedWeights, dest: Path) -> ResolvedWeights:
+    """``resolved`` as a file in ``dest``: Keras' file found elsewhere (its cache) is copied in."""
+    dest = Path(dest)
+    if resolved.source != "keras-cache" or resolved.path.parent.resolve() == dest.resolve():
+        return resolved
+    # An image build whose user already had Keras' file must still leave it in --dest, where
+    # the image keeps its weights and the service user looks.
+    dest.mkdir(parents=True, exist_ok=True)
+    target = dest / resolved.path.name
+    tmp = target.with_name(f".tmp-{os.getpid()}-{target.name}")
+    try:
+        shutil.copyfile(resolved.path, tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("weights copied", extra={"from": str(resolved.path), "to": str(target)})
+    return ResolvedWeights(target, resolved.include_top, resolved.source)
+
+
 def keras_download(
     keras_file: KerasFile, dest: Path, timeout: float = DOWNLOAD_SOCKET_TIMEOUT
 ) -> bool:
@@ -501,6 +521,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings.model_copy(update={"vgg16_weights_dir": args.dest})
     try:
         resolved = fetch(settings, include_top=args.top)
+        if args.dest is not None:
+            resolved = place_in(resolved, args.dest)
         check_weights_file(resolved)  # every source, value by value: what a build bakes in
     except WeightsUnavailableError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -197,6 +197,19 @@ def test_keras_download_lands_in_dest_not_in_the_home_directory(home, monkeypatc
     assert resolve_weights(settings(dest)).path == resolved.path
 
 
+def test_weights_already_in_the_keras_cache_are_copied_into_dest(home, monkeypatch, tmp_path):
+    cached = fake_keras_cache_file(home, monkeypatch, weights.KERAS_NOTOP.name, trusted=True)
+    dest = tmp_path / "image" / "weights"
+    resolved = weights.place_in(weights.fetch(settings(dest)), dest)
+    assert resolved.path == dest / cached.name
+    assert resolved.path.read_bytes() == cached.read_bytes()
+    # The service user of an image has no Keras cache: it finds the copy in dest.
+    other_home = tmp_path / "service-user"
+    other_home.mkdir()
+    monkeypatch.setenv("HOME", str(other_home))
+    assert resolve_weights(settings(dest)).path == resolved.path
+
+
 def test_fetch_command_checks_the_weights_value_by_value(vgg16_weights_dir, tmp_path):
     weights.check_weights_file(weights.resolve_weights(settings(vgg16_weights_dir)))
 
