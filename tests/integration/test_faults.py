@@ -322,6 +322,18 @@ def post_search(service: Service, image: bytes, k: int = 3) -> str:
     return response.json()["job_id"]
 
 
+def task_runs(service: Service, event: str, job_id: str) -> int:
+    """How often the vgg16 workers started a task of the job (their log's task events)."""
+    runs = 0
+    for line in (service.log_dir / "vgg16-search-index.log").read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        runs += record.get("event") == event and record.get("job_id") == job_id
+    return runs
+
+
 def freeze_while_holding(client: redis.Redis, worker, task_id: str, queue: str) -> bool:
     """SIGSTOP ``worker`` while it holds ``task_id`` taken but unacknowledged; False if the
     task finished before it could be caught (the worker is then running again)."""
@@ -408,6 +420,77 @@ def test_a_search_no_worker_takes_fails_with_timeout_right_after_its_deadline(sy
         kill(gateway, signal.SIGTERM)
         lonely.procs.stop()
         redis.Redis.from_url(lonely_url).flushdb()
+
+
+def test_a_search_taken_after_its_deadline_is_discarded_not_run(system, tmp_path):
+    """The only search worker frozen past a search's deadline, then let go: the job has
+    ended "timeout" meanwhile, and the worker drops the expired task instead of running it."""
+    service, client = system.service, system.client()
+    short, gateway = start_extra_gateway(
+        service, tmp_path, JOB_DEADLINE_SECONDS=json.dumps({"search": 3})
+    )
+    worker = child(service.procs, "vgg16-search-index")
+    try:
+        os.killpg(worker.pid, signal.SIGSTOP)
+        try:
+            job_id = post_search(short, distinct_images(1, seed=1)[0])
+            view = requests.get(f"{short.api}/jobs/{job_id}", params={"wait": 30}, timeout=40)
+            assert view.json()["status"] == "failed", view.json()
+            assert view.json()["reason"] == "timeout"
+        finally:
+            os.killpg(worker.pid, signal.SIGCONT)
+        task_id = f"{job_id}-vgg16-0"
+        wait_until(lambda: task_state(client, task_id) is not None, 60, "the worker to take it")
+        assert task_state(client, task_id) == "REVOKED"  # Celery's word for "expired"
+        assert task_runs(service, "search", job_id) == 0
+        assert job_view(short, job_id)["reason"] == "timeout", "a timed-out job came back"
+    finally:
+        kill(gateway, signal.SIGTERM)
+        short.procs.stop()
+
+
+def test_a_chunk_running_longer_than_the_visibility_timeout_runs_once(system, tmp_path):
+    """The worker renews the broker's time of the message it runs at every heartbeat, so
+    a chunk may take longer than the 30 s after which an idle worker would put it back."""
+    service, client = system.service, system.client()
+    count = 200
+    one_chunk, gateway = start_extra_gateway(service, tmp_path, INDEX_CHUNK_SIZE=str(count))
+    try:
+        ids = [f"long-{n:03d}" for n in range(count)]
+        response = post_images(one_chunk, distinct_images(count, seed=11), ids)
+        assert response.status_code == 202, response.text
+        job_id = response.json()["job_id"]
+        task_id = f"{job_id}-vgg16-0"
+        held_since = renewed = None
+        oldest_age = 0.0
+        give_up = time.monotonic() + 600
+        while task_state(client, task_id) != "SUCCESS":
+            assert time.monotonic() < give_up, "the chunk never finished"
+            for tag, raw in client.hgetall("unacked").items():
+                if json.loads(raw)[0]["headers"]["id"] == task_id:
+                    score = client.zscore("unacked_index", tag)
+                    if score is None:
+                        continue
+                    if held_since is None:
+                        held_since, first_score = time.monotonic(), score
+                    renewed = renewed or score > first_score
+                    oldest_age = max(oldest_age, time.time() - score)
+            time.sleep(0.5)
+        held_for = time.monotonic() - held_since
+        job = service.wait(job_id, timeout=60)
+        assert job["status"] == "done", job
+        assert job["methods"]["vgg16"]["embedded"] == count
+        assert renewed, f"held {held_for:.0f} s and never renewed"
+        assert oldest_age < 15, f"the worker let its message age {oldest_age:.0f} s"
+        runs = task_runs(service, "embed batch", job_id)
+        assert runs == 1, f"the chunk ran {runs} times"
+        print(
+            f"\none chunk of {count} images held {held_for:.0f} s (visibility timeout 30 s): "
+            f"its broker time at most {oldest_age:.1f} s old, run once"
+        )
+    finally:
+        kill(gateway, signal.SIGTERM)
+        one_chunk.procs.stop()
 
 
 def snapshot(client: redis.Redis, vectors_key: str) -> dict:
@@ -513,6 +596,12 @@ def test_after_redis_lost_its_data_searches_find_only_what_was_added_again(syste
     """Redis killed and started without its files; three images added again. Replicas must
     reload (no ghosts of the lost catalogue) and a k=10 search must return all three."""
     service = system.service
+    # Whatever ran before, the replica holds vectors the lost data had.
+    before = distinct_images(12, seed=21)
+    added = post_images(service, before, [f"before-{n}" for n in range(12)])
+    assert service.wait(added.json()["job_id"], timeout=300)["status"] == "done"
+    assert top_hit(service, before[0])["id"] == "before-0"
+
     redis_server = child(system.redis_procs, "redis")
     kill(redis_server, signal.SIGKILL)
     forget(system.redis_procs, redis_server)
