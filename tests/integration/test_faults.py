@@ -609,6 +609,7 @@ def test_after_redis_lost_its_data_searches_find_only_what_was_added_again(syste
         if path.name != "redis.log":
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     start_redis(system.redis_procs, system.redis_dir, port=system.redis_port)
+    restarted = time.monotonic()
     client = system.client()
     assert client.dbsize() == 0, "Redis kept its data"
     queues = queues_of(CORE_WORKERS)
@@ -635,4 +636,8 @@ def test_after_redis_lost_its_data_searches_find_only_what_was_added_again(syste
     stats = requests.get(f"{service.api}/stats", timeout=10).json()
     assert stats["catalogue_size"] == 3
     assert stats["methods"]["vgg16"]["index_size"] == vgg16["index_size"] == 3, (stats, vgg16)
-    print(f"\nRedis lost its data: the replica searched {vgg16['index_size']} vectors, no ghosts")
+    print(
+        f"\nRedis lost its data: 3 images added again and searched "
+        f"{time.monotonic() - restarted:.1f} s after it restarted empty; the replica searched "
+        f"{vgg16['index_size']} vectors, no ghosts"
+    )
