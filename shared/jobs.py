@@ -25,8 +25,9 @@ DEFAULT_DEADLINE_SECONDS: dict[str, int] = {"search": 60, "index": 1800, "train"
 _TIMEOUT_ADVICE: dict[str, str] = {
     "search": "no worker answered in time (it may have stopped, or the queue is long); "
     "search again",
-    "index": "some of these images may not be searchable by this method: upload them again "
-    "(images already indexed are skipped)",
+    "index": "the images are stored and their indexing goes on, but some may not be "
+    "searchable by this method yet; upload the same files again later to check (images "
+    "already indexed are skipped)",
     "train": "start a new training",
 }
 
@@ -65,7 +66,7 @@ class JobRecord:
     params: dict[str, Any] = field(default_factory=dict)
     parts: int = 1  # tasks per method
     # Unix time after which an unfinished job counts as failed (reason "timeout") and its
-    # tasks expire unstarted; None for records written before deadlines existed.
+    # search or training task expires unstarted; None for records written before deadlines.
     deadline: float | None = None
 
     def task_ids(self, method: str) -> list[str]:

@@ -93,6 +93,15 @@ def _deadline(kind: JobKind) -> float:
     return time.time() + settings().job_deadline_seconds[kind]
 
 
+def _expires(job: JobRecord) -> datetime | None:
+    """When a worker should discard the job's tasks unstarted: past the deadline nobody
+    waits for a search or a training any more. Indexing goes on whatever the deadline: its
+    images are in the catalogue already, and unindexed they would never be searchable."""
+    if job.deadline is None or job.kind == "index":
+        return None
+    return datetime.fromtimestamp(job.deadline, UTC)
+
+
 def _store_job(job: JobRecord) -> None:
     _redis().set(keys.job(job.id), job.to_json(), ex=settings().job_ttl_seconds)
 
@@ -104,8 +113,7 @@ def _send(job: JobRecord, task_name: str, method: str, part: int, args: list) ->
         args=args,
         task_id=job.task_ids(method)[part],
         queue=queue,
-        # Past the deadline the job reads as timed out: a worker discards the task unstarted.
-        expires=datetime.fromtimestamp(job.deadline, UTC) if job.deadline else None,
+        expires=_expires(job),
         retry=True,
         retry_policy=SEND_RETRY_POLICY,
     )

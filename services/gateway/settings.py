@@ -47,8 +47,9 @@ class GatewaySettings(CommonSettings):
     # method ranks just below k still counts (fitted and measured with 50).
     fusion_candidates: int = Field(default=50, ge=1)
     # Seconds a job may take, per kind (JSON; one naming only some kinds keeps the defaults
-    # of the others): past it an unfinished job ends "failed" with reason "timeout", and its
-    # tasks carry it as Celery's expires, so no worker starts one nobody waits for any more.
+    # of the others): past it an unfinished job ends "failed" with reason "timeout". Search
+    # and training tasks carry it as Celery's expires, so no worker starts one nobody waits
+    # for any more; indexing goes on (its images are in the catalogue already).
     job_deadline_seconds: dict[str, int] = DEFAULT_DEADLINE_SECONDS
     # Upper bound of GET /jobs/{id}?wait=...: a held request occupies a server thread
     # (at most MAX_WAITING_REQUESTS of them at once).

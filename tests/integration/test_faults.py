@@ -415,6 +415,11 @@ def test_a_search_no_worker_takes_fails_with_timeout_right_after_its_deadline(sy
         ours = [m["headers"] for m in waiting if m["headers"]["id"] == f"{job_id}-vgg16-0"]
         expires = [headers["expires"] for headers in ours]
         assert len(expires) == 1 and expires[0], waiting
+        # Indexing is owed to the catalogue whatever the deadline: its tasks never expire.
+        uploaded = post_images(lonely, distinct_images(1, seed=4), ["lonely-0"])
+        assert uploaded.status_code == 202, uploaded.text
+        index_tasks = [json.loads(raw) for raw in lonely_client.lrange("vgg16.index", 0, -1)]
+        assert [m["headers"]["expires"] for m in index_tasks] == [None]
         print(f"\nsearch with no worker: failed (timeout) {answered_after:.1f} s after it was sent")
     finally:
         kill(gateway, signal.SIGTERM)

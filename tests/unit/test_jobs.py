@@ -34,7 +34,7 @@ def test_a_timeout_says_what_happened_and_what_to_do():
     job = JobRecord(id="j", kind="index", methods=["vgg16"], created_at=0.0, deadline=1800.0)
     outcome = job.timeout_outcome()
     assert outcome["status"] == "failed" and outcome["reason"] == "timeout"
-    assert "1800 s" in outcome["message"] and "upload them again" in outcome["message"]
+    assert "1800 s" in outcome["message"] and "upload the same files again" in outcome["message"]
 
 
 def test_job_records_without_a_deadline_still_load():
