@@ -4,6 +4,7 @@ import json
 import logging
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery
@@ -20,7 +21,15 @@ from shared.images import (
     validate_image_id,
 )
 from shared.index_store import IndexStore
-from shared.jobs import FINAL_STATUSES, JobRecord, new_job_id, overall_status, status_from_celery
+from shared.jobs import (
+    FINAL_STATUSES,
+    JobKind,
+    JobRecord,
+    new_job_id,
+    overall_status,
+    status_from_celery,
+    timed_out,
+)
 
 from .app import (
     ApiError,
@@ -39,6 +48,9 @@ api = Blueprint("api", __name__)
 
 # Sending a task when the broker is down must fail fast (the client gets 503), not hang.
 SEND_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5}
+# Results a search asks each method for beyond what it shows, so that dropping images that
+# left the catalogue since the worker's index last synced still leaves k.
+EXTRA_CANDIDATES = 10
 
 
 def _redis():
@@ -101,6 +113,19 @@ def _canonical(data: bytes) -> CanonicalImage:
         )
 
 
+def _deadline(kind: JobKind) -> float:
+    return time.time() + settings().job_deadline_seconds[kind]
+
+
+def _expires(job: JobRecord) -> datetime | None:
+    """When a worker should discard the job's tasks unstarted: past the deadline nobody
+    waits for a search or a training any more. Indexing goes on whatever the deadline: its
+    images are in the catalogue already, and unindexed they would never be searchable."""
+    if job.deadline is None or job.kind == "index":
+        return None
+    return datetime.fromtimestamp(job.deadline, UTC)
+
+
 def _store_job(job: JobRecord) -> None:
     _redis().set(keys.job(job.id), job.to_json(), ex=settings().job_ttl_seconds)
 
@@ -112,6 +137,7 @@ def _send(job: JobRecord, task_name: str, method: str, part: int, args: list) ->
         args=args,
         task_id=job.task_ids(method)[part],
         queue=queue,
+        expires=_expires(job),
         retry=True,
         retry_policy=SEND_RETRY_POLICY,
     )
@@ -199,6 +225,7 @@ def add_images():
         methods=list(names.METHODS),
         params={"images": len(image_ids)},
         parts=len(chunks),
+        deadline=_deadline("index"),
     )
     _store_job(job)
     for method in job.methods:
@@ -350,14 +377,22 @@ def create_search():
     k = _int_value(request.form.get("k"), "k", cfg.default_k, 1, cfg.max_k)
     methods = _methods(request.form.getlist("methods"))
     image = _canonical(files[0].read())
-    job = JobRecord(id=new_job_id(), kind="search", methods=methods, params={"k": k})
+    job = JobRecord(
+        id=new_job_id(),
+        kind="search",
+        methods=methods,
+        params={"k": k},
+        deadline=_deadline("search"),
+    )
     query_key = keys.query_image(job.id)
     pipe = _redis().pipeline(transaction=True)
     pipe.set(query_key, image.jpeg, ex=cfg.query_image_ttl_seconds)
     pipe.set(keys.job(job.id), job.to_json(), ex=cfg.job_ttl_seconds)
     pipe.execute()
     # With more than one method, each returns enough candidates for the fusion to weigh.
-    candidates = max(k, cfg.fusion_candidates) if len(methods) > 1 else k
+    candidates = k + EXTRA_CANDIDATES
+    if len(methods) > 1:
+        candidates = max(candidates, cfg.fusion_candidates)
     for method in methods:
         _send(job, names.task_search(method), method, 0, [job.id, query_key, candidates])
     log.info("search queued", extra={"job_id": job.id, "methods": methods, "k": k})
@@ -443,9 +478,15 @@ def _float_arg(name: str, default: float, low: float, high: float) -> float:
     return min(value, high)  # bounded: a long wait is shortened, not refused
 
 
-def _task_outcome(task: AsyncResult) -> dict[str, Any]:
+def _task_outcome(task: AsyncResult, job: JobRecord, now: float) -> dict[str, Any]:
     state = task.state
     status = status_from_celery(state)
+    if job.deadline is not None and now >= job.deadline:
+        finished = task.date_done if status in FINAL_STATUSES else None
+        if finished is not None and finished.tzinfo is None:
+            finished = finished.replace(tzinfo=UTC)  # Celery writes UTC
+        if timed_out(job.deadline, status, finished and finished.timestamp(), now):
+            return job.timeout_outcome()
     outcome: dict[str, Any] = {"status": status}
     if status == "done" and isinstance(task.result, dict):
         outcome.update(task.result)
@@ -459,9 +500,12 @@ def _task_outcome(task: AsyncResult) -> dict[str, Any]:
 
 def _job_view(job: JobRecord) -> dict[str, Any]:
     celery = _celery()
+    now = time.time()
     methods: dict[str, dict[str, Any]] = {}
     for method in job.methods:
-        parts = [_task_outcome(AsyncResult(tid, app=celery)) for tid in job.task_ids(method)]
+        parts = [
+            _task_outcome(AsyncResult(tid, app=celery), job, now) for tid in job.task_ids(method)
+        ]
         methods[method] = _merge_parts(parts)
     if job.kind == "train":
         _fail_if_trainer_died(job, methods["autoencoder"])
@@ -471,9 +515,13 @@ def _job_view(job: JobRecord) -> dict[str, Any]:
         "kind": job.kind,
         "status": status,
         "created_at": job.created_at,
+        "deadline": job.deadline,
         "params": job.params,
         "methods": methods,
     }
+    timeouts = [m for m in methods.values() if m.get("reason") == "timeout"]
+    if status == "failed" and timeouts:
+        view["reason"], view["message"] = "timeout", timeouts[0]["message"]
     if job.kind == "search":
         _add_search_results(view, job)
     return view
@@ -510,7 +558,8 @@ def _merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
         values = [p[counter] for p in parts if isinstance(p.get(counter), int)]
         if values:
             merged[counter] = sum(values)
-    for part in parts:
+    # A timeout says most about the whole method, so it is the reason given when there is one.
+    for part in sorted(parts, key=lambda p: p.get("reason") == "timeout"):
         for field in ("reason", "message", "versions"):
             if field in part:
                 merged[field] = part[field]
@@ -534,7 +583,11 @@ def _add_search_results(view: dict[str, Any], job: JobRecord) -> None:
     rankings = {}
     for method, outcome in view["methods"].items():
         if "results" in outcome:
+            # Images that left the catalogue go before the cut to k (the worker sent a margin
+            # of extra candidates for them); ranks count what is left.
             candidates = decorate(outcome["results"], describe)
+            for rank, result in enumerate(candidates, start=1):
+                result["rank"] = rank
             outcome["results"] = candidates[:k]
             if candidates:
                 rankings[method] = candidates
@@ -581,6 +634,7 @@ def _queue_training(options: dict[str, Any], trigger: str = "request") -> str | 
         kind="train",
         methods=["autoencoder"],
         params={**options, "trigger": trigger},
+        deadline=_deadline("train"),
     )
     lock_key = keys.training_lock("autoencoder")
     if not _redis().set(lock_key, job.id, nx=True, ex=keys.TRAINING_LEASE_SECONDS):
