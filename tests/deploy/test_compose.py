@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.clients import open_stalled_connections
+
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples" / "grocery-store" / "images"
 ARTIFACTS = ROOT / "test-artifacts"
@@ -371,6 +373,23 @@ def test_vgg16_ranks_the_query_image_first_and_the_autoencoder_answers(stack, in
     autoencoder = job["methods"]["autoencoder"]
     assert autoencoder["status"] == "done", autoencoder
     assert autoencoder.get("reason") == "not_trained" or autoencoder["results"], autoencoder
+
+
+def test_stalled_connections_do_not_block_the_gateway(stack, indexed):
+    """The container's gateway is the same front door as make run's (README, "Front door")."""
+    stalled = open_stalled_connections("127.0.0.1", int(stack.env["GATEWAY_PORT"]), 200)
+    try:
+        times = []
+        for _ in range(10):
+            started = time.monotonic()
+            assert requests.get(f"{stack.api}/health", timeout=5).status_code == 200
+            times.append(time.monotonic() - started)
+        assert max(times) < 0.2, times
+        job = stack.search(catalogue_photos()[3], methods="vgg16")
+        assert job["status"] == "done", job
+    finally:
+        for sock in stalled:
+            sock.close()
 
 
 def test_redis_restart_keeps_the_catalogue_and_the_indexes(stack, indexed):

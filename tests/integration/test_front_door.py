@@ -8,7 +8,6 @@ reads closed (it once crashed reading /stats without the key).
 import concurrent.futures
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import pytest
 import requests
 
 from deploy.launcher import free_port, gateway_healthy, wait_until
+from tests.clients import closed_by_server, open_stalled_connections
 from tests.conftest import SAMPLES, fresh_database
 from tests.integration.conftest import API_KEY, ROOT, base_env, dump_logs
 
@@ -114,27 +114,6 @@ def search_round_trip(system: Launched, photo: Path) -> float:
             return time.monotonic() - started
 
 
-def open_slow_clients(base_url: str, count: int) -> list[socket.socket]:
-    """Connections that start a request and never finish its headers."""
-    port = int(base_url.rsplit(":", 1)[1])
-    sockets = []
-    for _ in range(count):
-        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-        sock.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n")
-        sockets.append(sock)
-    return sockets
-
-
-def closed_by_server(sock: socket.socket) -> bool:
-    sock.settimeout(0.01)
-    try:
-        return sock.recv(1024) == b""
-    except TimeoutError:
-        return False
-    except OSError:
-        return True  # reset
-
-
 def test_slow_and_idle_clients_cannot_starve_the_gateway(launched):
     photos = sorted(SAMPLES.rglob("*.jpg"))[:3]
     added = requests.post(
@@ -168,7 +147,8 @@ def test_slow_and_idle_clients_cannot_starve_the_gateway(launched):
             return polls
 
         opened = time.monotonic()
-        slow = open_slow_clients(launched.base_url, SLOW_CLIENTS)
+        port = int(launched.base_url.rsplit(":", 1)[1])
+        slow = open_stalled_connections("127.0.0.1", port, SLOW_CLIENTS)
         with concurrent.futures.ThreadPoolExecutor(LONG_POLLS) as pool:
             pollers = [pool.submit(long_poll) for _ in range(LONG_POLLS)]
             time.sleep(2)  # every long poll is in
