@@ -281,7 +281,14 @@ def search_batcher(service: MethodService) -> QueryBatcher | None:
         # Requests carry the search task's arguments: (job_id, query_key, k).
         return service.embed_queries({r.id: r.args[1] for r in requests if len(r.args) == 3})
 
-    return QueryBatcher(size, service.settings.search_batch_wait_ms / 1000, prepare)
+    queue = names.queue_name(service.method, names.SEARCH)
+    # The broker's list of the queue's messages (kombu's Redis transport: key = queue name).
+    return QueryBatcher(
+        size,
+        service.settings.search_batch_wait_ms / 1000,
+        prepare,
+        queued=lambda: service.redis.llen(queue),
+    )
 
 
 def batching_options(batcher: QueryBatcher | None) -> dict[str, Any]:
