@@ -298,8 +298,9 @@ def bench_search_batching(data: Path, workdir: Path, rounds: int) -> dict[str, A
     system = System(workdir)
     redis_url = start_redis(system.procs, workdir / "redis")
     env = dict(os.environ, REDIS_URL=redis_url, API_KEY="bench-key", PYTHONPATH=str(ROOT))
-    logs = workdir / "logs"
-    logs.mkdir()
+    logs = ROOT / "var" / "bench" / "batching-logs"  # kept: the workers log every batch
+    shutil.rmtree(logs, ignore_errors=True)
+    logs.mkdir(parents=True)
     measured: dict[str, dict[int, list[dict[str, float]]]] = {c: {} for c in BATCHING_CONFIGS}
     try:
         for method, roles in DEFAULT_WORKERS:

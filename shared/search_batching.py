@@ -7,7 +7,8 @@ that is Celery's default one with a single change: instead of executing the requ
 it is held in a buffer, and the consumer may fetch the next message meanwhile (the prefetch
 count is raised by one per held request, as Celery does for ETA tasks). The buffer is
 flushed when it holds SEARCH_BATCH_SIZE requests, or once SEARCH_BATCH_WAIT_MS passed since
-its first one arrived and the queue holds no more searches (MAX_GATHER_SECONDS at most):
+its first one arrived, the queue holds no more searches (MAX_GATHER_SECONDS at most) and
+as many are held as the last batch ran (a fraction of its time at most, see _waited):
 
 1. requests expired (``expires``: the job's deadline) or revoked meanwhile are marked
    REVOKED and acknowledged by Celery's own ``Request.revoked()``, and are not embedded;
@@ -46,6 +47,11 @@ log = logging.getLogger(__name__)
 # batch's worth of queued messages on a busy machine (measured: 2-7 ms each, 2 cores shared).
 MAX_GATHER_SECONDS = 0.1
 
+# While fewer searches are held than the last batch ran, wait for that batch's clients to
+# come back for at most this fraction of its time, and never more than MAX_COMPANY_SECONDS.
+COMPANY_WAIT_FRACTION = 0.5
+MAX_COMPANY_SECONDS = 0.3
+
 # What ``prepare`` returns: task id -> what that task needs to skip its own embedding.
 Prepared = dict[str, Any]
 
@@ -78,6 +84,8 @@ class QueryBatcher:
         self.prepared: Prepared = {}
         self._held: list[Any] = []
         self._held_since = 0.0
+        self._last_size = 0  # requests run by the last flush
+        self._last_seconds = 0.0  # and how long it took
         self._timer_entry = None
         self._consumer: Any = None
         self._execute: Callable[[Any], None] | None = None
@@ -108,12 +116,20 @@ class QueryBatcher:
 
     def _waited(self) -> None:
         self._timer_entry = None
-        # Searches already in the queue join however long receiving them takes (a few ms
-        # each, more on a busy machine): the wait is only for searches not sent yet.
-        if (
-            self._held
-            and time.monotonic() - self._held_since < MAX_GATHER_SECONDS
-            and self._queued()
+        waited = time.monotonic() - self._held_since
+        if self._held and (
+            # Searches already in the queue join however long receiving them takes (a few ms
+            # each, more on a busy machine).
+            (waited < MAX_GATHER_SECONDS and self._queued())
+            # The clients the last batch answered tend to come back with their next query a
+            # moment later (their poll sees the result, they send the next): while fewer are
+            # held than that batch had, wait for them, for a fraction of its time at most.
+            # Otherwise the clients split into groups whose batches take turns, each paying
+            # a forward pass's fixed cost. A lone client (last batch of 1) never waits more.
+            or (
+                len(self._held) < self._last_size
+                and waited < min(COMPANY_WAIT_FRACTION * self._last_seconds, MAX_COMPANY_SECONDS)
+            )
         ):
             self._timer_entry = self._consumer.timer.call_after(self.wait_seconds, self._waited)
             return
@@ -133,6 +149,7 @@ class QueryBatcher:
         held, self._held = self._held, []
         if not held:
             return
+        flushed = time.monotonic()
         self._consumer.qos.decrement_eventually(len(held))
         # revoked() marks an expired or revoked request REVOKED, acknowledges it and drops
         # it from the worker's registry, as Celery does before executing any request.
@@ -150,6 +167,7 @@ class QueryBatcher:
                 extra={
                     "requests": len(held),
                     "embedded": len(self.prepared),
+                    "held_ms": round(1000 * (flushed - self._held_since), 1),
                     "seconds": round(time.perf_counter() - started, 4),
                 },
             )
@@ -158,6 +176,8 @@ class QueryBatcher:
                 self._execute(request)
         finally:
             self.prepared = {}
+            self._last_size = len(live)
+            self._last_seconds = time.monotonic() - flushed
 
     def _mark_started(self, requests: list[Any]) -> None:
         # What the tracer writes when a request starts (task_track_started); it writes it
