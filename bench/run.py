@@ -286,12 +286,17 @@ BATCHING_CONFIGS = {"off": {"SEARCH_BATCH_SIZE": "1"}, "on": {}}  # "on": the de
 
 
 def bench_search_batching(data: Path, workdir: Path, rounds: int) -> dict[str, Any]:
-    """vgg16 searches at 1-16 concurrent clients, the search worker started with batching
-    off then on, ``rounds`` times in turn (off, on, off, on...) so that both see the same
-    drift of a shared machine; medians over the rounds."""
+    """vgg16 searches at 1-16 concurrent clients, batching off and on side by side.
+
+    Two vgg16 search workers run, one started with batching off, one with it on; only one
+    consumes the search queue at a time (Celery's add/cancel_consumer). Each client count is
+    measured ``rounds`` times with each, in ABBA order (off, on, on, off...), so that both
+    see the same drift of a shared machine; medians over the rounds."""
     import redis
 
     from shared import keys
+    from shared.celery_app import make_celery
+    from shared.settings import CommonSettings
 
     paths = image_files(data)
     queries = paths[:: max(1, len(paths) // 20)][:20]
@@ -302,52 +307,61 @@ def bench_search_batching(data: Path, workdir: Path, rounds: int) -> dict[str, A
     shutil.rmtree(logs, ignore_errors=True)
     logs.mkdir(parents=True)
     measured: dict[str, dict[int, list[dict[str, float]]]] = {c: {} for c in BATCHING_CONFIGS}
+    control = make_celery(CommonSettings(redis_url=redis_url), "bench").control
+    queue = "vgg16.search"
     try:
         for method, roles in DEFAULT_WORKERS:
             if roles != ["search"] or method != "vgg16":
                 start_worker(system.procs, method, roles, env, logs)
+        nodes = {}
+        workers = redis.Redis.from_url(redis_url)
+        for config, overrides in BATCHING_CONFIGS.items():
+            process = start_worker(
+                system.procs,
+                "vgg16",
+                ["search"],
+                {**env, **overrides},
+                logs,
+                name=f"vgg16-search-batching-{config}",
+            )
+
+            def node(pid: int = process.pid) -> str | None:
+                members = workers.zrange(keys.workers(queue), 0, -1)
+                return next((m.decode() for m in members if f"-{pid}@".encode() in m), None)
+
+            wait_until(lambda n=node: n() is not None, 300, f"worker {config}", system.procs)
+            nodes[config] = node()
         port = free_port()
         start_gateway(system.procs, env, port, logs)
         base_url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: gateway_healthy(base_url, {"vgg16.index"}), 300, "workers", system.procs)
+        wait_until(lambda: gateway_healthy(base_url, {queue}), 300, "gateway", system.procs)
         client = ApiClient(base_url, "bench-key")
         index_folder(client, data, quiet=True)
-        workers = redis.Redis.from_url(redis_url)
-        for round_ in range(rounds):
-            for config, overrides in BATCHING_CONFIGS.items():
-                search = Processes()
-                try:
-                    process = start_worker(
-                        search,
-                        "vgg16",
-                        ["search"],
-                        {**env, **overrides},
-                        logs,
-                        name=f"vgg16-search-{config}-{round_}",
+
+        def consume(config: str) -> None:
+            for other, name in nodes.items():
+                if other != config:
+                    control.cancel_consumer(queue, destination=[name], reply=True, timeout=30)
+            control.add_consumer(queue, destination=[nodes[config]], reply=True, timeout=30)
+
+        for config in BATCHING_CONFIGS:
+            consume(config)
+            query_latencies(client, queries, 16, 2, "vgg16")  # warm-up, not counted
+        for clients in BATCHING_CLIENTS:
+            for round_ in range(rounds):
+                order = list(BATCHING_CONFIGS)
+                for config in order if round_ % 2 == 0 else order[::-1]:
+                    consume(config)
+                    started = time.perf_counter()
+                    latencies = query_latencies(
+                        client, queries, clients, max(3, 24 // clients), "vgg16"
                     )
-                    wait_until(
-                        lambda pid=process.pid: any(
-                            f"-{pid}@".encode() in member
-                            for member in workers.zrange(keys.workers("vgg16.search"), 0, -1)
-                        ),
-                        300,
-                        f"the vgg16 search worker ({config})",
-                        search,
+                    row = percentiles(latencies)
+                    row["qps"] = round(len(latencies) / (time.perf_counter() - started), 2)
+                    measured[config].setdefault(clients, []).append(row)
+                    print(
+                        f"{clients} clients, round {round_}, batching {config}: {row}", flush=True
                     )
-                    query_latencies(client, queries, 16, 2, "vgg16")  # warm-up, not counted
-                    for clients in BATCHING_CLIENTS:
-                        started = time.perf_counter()
-                        latencies = query_latencies(
-                            client, queries, clients, max(3, 24 // clients), "vgg16"
-                        )
-                        row = percentiles(latencies)
-                        row["qps"] = round(len(latencies) / (time.perf_counter() - started), 2)
-                        measured[config].setdefault(clients, []).append(row)
-                        print(
-                            f"round {round_} batching {config} {clients} clients: {row}", flush=True
-                        )
-                finally:
-                    search.stop()
     finally:
         system.stop()
     return {
@@ -362,6 +376,7 @@ def bench_search_batching(data: Path, workdir: Path, rounds: int) -> dict[str, A
             }
             for config, by_clients in measured.items()
         },
+        "runs": measured,
     }
 
 
@@ -369,7 +384,8 @@ def batching_markdown(report: dict[str, Any]) -> str:
     result = report["search_batching"]
     lines = [
         f"Machine: {report['machine']}; data: {report['data']}; vgg16 searches end to end "
-        f"(submit to result), medians of {result['rounds']} rounds, batching off and on in turn.",
+        f"(submit to result), medians of {result['rounds']} rounds of each, batching off and on "
+        "in turn (ABBA) at each client count.",
         "",
         "| clients | off: queries/s | off: p50 / p95 | on: queries/s | on: p50 / p95 "
         "| p50 on / off |",
@@ -515,7 +531,7 @@ def main() -> None:
         action="store_true",
         help="only compare vgg16 searches with batching off and on (var/bench/batching.*)",
     )
-    parser.add_argument("--rounds", type=int, default=2, help="--search-batching: rounds")
+    parser.add_argument("--rounds", type=int, default=4, help="--search-batching: rounds")
     args = parser.parse_args()
     paths = image_files(args.data)
     report: dict[str, Any] = {
