@@ -271,35 +271,6 @@ class Heartbeat:
 TRANSIENT_ERRORS = (redis.ConnectionError, redis.TimeoutError)
 
 
-def search_batcher(service: MethodService) -> QueryBatcher | None:
-    """What embeds a worker's waiting searches together; None when SEARCH_BATCH_SIZE is 1."""
-    size = service.settings.search_batch_size
-    if size <= 1:
-        return None
-
-    def prepare(requests: list) -> dict[str, PreparedQuery]:
-        # Requests carry the search task's arguments: (job_id, query_key, k).
-        return service.embed_queries({r.id: r.args[1] for r in requests if len(r.args) == 3})
-
-    queue = names.queue_name(service.method, names.SEARCH)
-    # The broker's list of the queue's messages (kombu's Redis transport: key = queue name).
-    return QueryBatcher(
-        size,
-        service.settings.search_batch_wait_ms / 1000,
-        prepare,
-        queued=lambda: service.redis.llen(queue),
-    )
-
-
-def batching_options(batcher: QueryBatcher | None) -> dict[str, Any]:
-    return {"Strategy": batcher.strategy()} if batcher else {}
-
-
-def flushing_options(batcher: QueryBatcher | None) -> dict[str, Any]:
-    # Searches held for a batch never wait behind an indexing task received after them.
-    return {"Strategy": batcher.flushing_strategy()} if batcher else {}
-
-
 def register_method_tasks(app: Celery, service: MethodService) -> None:
     """Define the search and embed_batch tasks of a method and its start-up hooks."""
     common = {
@@ -362,6 +333,35 @@ def register_method_tasks(app: Celery, service: MethodService) -> None:
     def _say_goodbye(**_kwargs) -> None:
         if "heartbeat" in state:
             state["heartbeat"].stop()
+
+
+def search_batcher(service: MethodService) -> QueryBatcher | None:
+    """What embeds a worker's waiting searches together; None when SEARCH_BATCH_SIZE is 1."""
+    size = service.settings.search_batch_size
+    if size <= 1:
+        return None
+
+    def prepare(requests: list) -> dict[str, PreparedQuery]:
+        # Requests carry the search task's arguments: (job_id, query_key, k).
+        return service.embed_queries({r.id: r.args[1] for r in requests if len(r.args) == 3})
+
+    queue = names.queue_name(service.method, names.SEARCH)
+    # The broker's list of the queue's messages (kombu's Redis transport: key = queue name).
+    return QueryBatcher(
+        size,
+        service.settings.search_batch_wait_ms / 1000,
+        prepare,
+        queued=lambda: service.redis.llen(queue),
+    )
+
+
+def batching_options(batcher: QueryBatcher | None) -> dict[str, Any]:
+    return {"Strategy": batcher.strategy()} if batcher else {}
+
+
+def flushing_options(batcher: QueryBatcher | None) -> dict[str, Any]:
+    # Searches held for a batch never wait behind an indexing task received after them.
+    return {"Strategy": batcher.flushing_strategy()} if batcher else {}
 
 
 def run_worker(app: Celery, method: names.Method, roles: list[str] | None = None) -> None:
