@@ -6,13 +6,13 @@ and two while a new model version is being built). Tasks stay thin: they unpack 
 and call the plain methods here, which the tests call too.
 """
 
+import dataclasses
 import logging
 import os
 import socket
 import threading
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -40,7 +40,7 @@ class Embedder(Protocol):
     def embed(self, images: np.ndarray) -> np.ndarray: ...
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class PreparedQuery:
     """A query embedded together with others, before its search task runs."""
 
