@@ -300,6 +300,8 @@ def bench_search_batching(data: Path, workdir: Path, rounds: int) -> dict[str, A
 
     paths = image_files(data)
     queries = paths[:: max(1, len(paths) // 20)][:20]
+    gain = model_batch_gain(paths)
+    print(f"the model alone: {gain}", flush=True)
     system = System(workdir)
     redis_url = start_redis(system.procs, workdir / "redis")
     env = dict(os.environ, REDIS_URL=redis_url, API_KEY="bench-key", PYTHONPATH=str(ROOT))
@@ -366,6 +368,7 @@ def bench_search_batching(data: Path, workdir: Path, rounds: int) -> dict[str, A
         system.stop()
     return {
         "rounds": rounds,
+        "model_batch_gain": gain,
         "clients": {
             config: {
                 str(clients): {
@@ -380,12 +383,39 @@ def bench_search_batching(data: Path, workdir: Path, rounds: int) -> dict[str, A
     }
 
 
+def model_batch_gain(paths: list[Path], size: int = 16) -> dict[str, float]:
+    """What batching can win at most: the vgg16 embedder (the workers' precision) on
+    ``size`` images one by one, then in one batch; medians of REPEATS, side by side."""
+    bare = BareModel(paths[:size], "auto")
+    embed = bare.embedder.embed
+    alone, together = [], []
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        for i in range(len(bare.images)):
+            embed(bare.images[i : i + 1])
+        alone.append((time.perf_counter() - started) / len(bare.images))
+        started = time.perf_counter()
+        embed(bare.images)
+        together.append((time.perf_counter() - started) / len(bare.images))
+    one, batched = statistics.median(alone), statistics.median(together)
+    return {
+        "precision": bare.embedder.precision,
+        "alone_ms_per_image": round(1000 * one, 1),
+        f"batch_of_{size}_ms_per_image": round(1000 * batched, 1),
+        "gain": round(one / batched, 2),
+    }
+
+
 def batching_markdown(report: dict[str, Any]) -> str:
     result = report["search_batching"]
+    gain = result["model_batch_gain"]
+    batched = next(v for k, v in gain.items() if k.startswith("batch_of_"))
     lines = [
         f"Machine: {report['machine']}; data: {report['data']}; vgg16 searches end to end "
         f"(submit to result), medians of {result['rounds']} rounds of each, batching off and on "
-        "in turn (ABBA) at each client count.",
+        "in turn (ABBA) at each client count. The model alone "
+        f"({gain['precision']}): {gain['alone_ms_per_image']} ms an image alone, "
+        f"{batched} ms an image in a batch, {gain['gain']}x (what batching can win at most).",
         "",
         "| clients | off: queries/s | off: p50 / p95 | on: queries/s | on: p50 / p95 "
         "| p50 on / off |",
