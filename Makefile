@@ -5,13 +5,24 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WEIGHTS := var/weights/vgg16_imagenet_notop.weights.h5
 
-.PHONY: run test lint weights install clean bench bench-search eval export import
+.PHONY: run test test-deploy images lint weights install clean bench bench-search eval export import
 
 run: $(STAMP) $(WEIGHTS)
 	$(BIN)/python -m deploy.launcher
 
 test: $(STAMP) $(WEIGHTS)
 	$(BIN)/python -m pytest -q
+
+# Every image docker-compose.yml uses: official bases where a registry answers, else bases
+# bootstrapped from the Debian mirror apt uses (LOCAL_BASE=1 forces them, LOCAL_BASE=0 the
+# official ones; PYTHON_BASE and REDIS_BASE pick others). See deploy/images.sh.
+images:
+	deploy/images.sh
+
+# Only the deployment test (tests/deploy: builds the images, runs the compose stack). It is
+# part of `make test` too, skipped with its reason where no Docker engine answers.
+test-deploy: $(STAMP)
+	$(BIN)/python -m pytest -q tests/deploy
 
 # make bench DATA=<folder of images>: throughput, latency, search scaling (var/bench/results.*)
 bench: $(STAMP) $(WEIGHTS)

@@ -39,10 +39,13 @@ def make_celery(settings: CommonSettings, main: str) -> Celery:
         worker_prefetch_multiplier=1,
         broker_connection_retry_on_startup=True,
         broker_transport_options={
+            # Counted from a worker's last heartbeat, which renews the tasks it runs (see
+            # Heartbeat in shared/worker.py), not from when the task was taken.
             "visibility_timeout": settings.task_visibility_timeout_seconds,
             # kombu looks for unacknowledged tasks past that timeout only every interval x
             # throttle seconds (10 x 10 by default), so a task whose worker died came back up
-            # to 100 s late; look every 10 s (one small sorted-set query) instead.
+            # to 100 s late; look every 10 s (one small sorted-set query) instead. Any worker
+            # not busy with a task looks (the solo pool's event loop waits while one runs).
             "unacked_restore_interval": 10,
             "unacked_restore_throttle": 1,
             "socket_timeout": settings.redis_timeout_seconds,

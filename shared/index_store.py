@@ -12,9 +12,15 @@ as soon as the task that made it reports done. Writes are Lua scripts, atomic in
 
 The log is trimmed to a bounded length; the id of the newest trimmed entry is kept as the
 log's floor, and a replica that last read an entry older than the floor reloads everything.
+
+Each index also has an epoch: a random id the first write sets, in the same script, so an
+index and its epoch exist together. Redis that restarted empty, was flushed, or was given
+another data set has no epoch or another one (or a log that ends before what a replica
+read), and replicas then reload instead of serving vectors of images that are gone.
 This module deals in bytes only (no numpy), so the gateway can use it too.
 """
 
+import uuid
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -28,14 +34,15 @@ LOG_MAX_ENTRIES = 100_000
 _LOG_TRIM_SLACK = 1_000  # trim in steps rather than on every write
 
 _ADD_VECTORS = """
--- KEYS: registry, prefix..':vectors', prefix..':log', prefix..':floor', then one catalogue
---       meta key per vector.  ARGV: prefix, max log entries, slack, then (id, vector,
---       content hash the vector was made from, or '' for any) triples.
-local registry, vectors, log, floor = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+-- KEYS: registry, prefix..':vectors', prefix..':log', prefix..':floor', prefix..':epoch',
+--       then one catalogue meta key per vector.  ARGV: prefix, max log entries, slack, a new
+--       epoch (used if the index has none), then (id, vector, content hash the vector was
+--       made from, or '' for any) triples.
+local registry, vectors, log, floor, epoch = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local added = 0
-for i = 5, #KEYS do
-  local n = i - 4
-  local image_id, vector, made_from = ARGV[1 + 3 * n], ARGV[2 + 3 * n], ARGV[3 + 3 * n]
+for i = 6, #KEYS do
+  local n = i - 5
+  local image_id, vector, made_from = ARGV[2 + 3 * n], ARGV[3 + 3 * n], ARGV[4 + 3 * n]
   local meta = redis.call('GET', KEYS[i])
   if meta and (made_from == '' or cjson.decode(meta)['content_hash'] == made_from) then
     redis.call('HSET', vectors, image_id, vector)
@@ -44,6 +51,7 @@ for i = 5, #KEYS do
   end
 end
 if added > 0 then
+  redis.call('SET', epoch, ARGV[4], 'NX')
   redis.call('SADD', registry, ARGV[1])
   local max_entries, slack = tonumber(ARGV[2]), tonumber(ARGV[3])
   local length = redis.call('XLEN', log)
@@ -67,6 +75,14 @@ for _, prefix in ipairs(redis.call('SMEMBERS', KEYS[1])) do
 end
 return removed
 """
+
+
+class LogState(NamedTuple):
+    """What a replica checks before replaying the log: is this still the index it loaded?"""
+
+    epoch: str | None  # None: the index has never been written (or Redis lost it)
+    floor: str  # newest entry trimmed away ("0-0": none)
+    newest: str  # newest entry ("0-0": empty or missing log)
 
 
 @dataclass(frozen=True)
@@ -121,12 +137,14 @@ class IndexStore:
             keys.index_vectors(method, version),
             keys.index_log(method, version),
             keys.index_floor(method, version),
+            keys.index_epoch(method, version),
             *(keys.catalog_meta(image_id) for image_id in ids),
         ]
         args: list[str | bytes | int] = [
             keys.index_prefix(method, version),
             LOG_MAX_ENTRIES,
             _LOG_TRIM_SLACK,
+            uuid.uuid4().hex,
         ]
         for image_id in ids:
             args += [image_id, vectors[image_id], (made_from or {}).get(image_id, "")]
@@ -161,14 +179,18 @@ class IndexStore:
         ):
             yield image_id.decode(), vector
 
-    def log_position(self, method: str, version: str) -> str:
-        """The id of the newest log entry ("0-0" for an empty log)."""
-        newest = self.redis.xrevrange(keys.index_log(method, version), count=1)
-        return newest[0][0].decode() if newest else "0-0"
-
-    def log_floor(self, method: str, version: str) -> str:
-        floor = self.redis.get(keys.index_floor(method, version))
-        return floor.decode() if floor else "0-0"
+    def log_state(self, method: str, version: str) -> LogState:
+        """Epoch, floor and newest log entry of an index, in one round trip."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.get(keys.index_epoch(method, version))
+        pipe.get(keys.index_floor(method, version))
+        pipe.xrevrange(keys.index_log(method, version), count=1)
+        epoch, floor, newest = pipe.execute()
+        return LogState(
+            epoch.decode() if epoch else None,
+            floor.decode() if floor else "0-0",
+            newest[0][0].decode() if newest else "0-0",
+        )
 
     def read_log(
         self, method: str, version: str, after: str, count: int = 10_000

@@ -16,6 +16,21 @@ JobKind = Literal["search", "index", "train"]
 Status = Literal["queued", "running", "done", "failed"]
 FINAL_STATUSES: frozenset[str] = frozenset({"done", "failed"})
 
+# Seconds a job of each kind may take (JOB_DEADLINE_SECONDS overrides them). A search is
+# answered in seconds; an upload of 500 images takes about a minute per method; a training
+# is bounded by AUTOENCODER_TIME_BUDGET_SECONDS (9 min) plus embedding the catalogue.
+DEFAULT_DEADLINE_SECONDS: dict[str, int] = {"search": 60, "index": 1800, "train": 7200}
+
+# What a client is told a job that timed out means, and what to do about it.
+_TIMEOUT_ADVICE: dict[str, str] = {
+    "search": "no worker answered in time (it may have stopped, or the queue is long); "
+    "search again",
+    "index": "the images are stored and their indexing goes on, but some may not be "
+    "searchable by this method yet; upload the same files again later to check (images "
+    "already indexed are skipped)",
+    "train": "start a new training",
+}
+
 # Celery states -> the four statuses clients see. PENDING is also what Celery reports for a
 # task it knows nothing about; the job record tells us the task was sent, so it is "queued".
 _CELERY_TO_STATUS: dict[str, Status] = {
@@ -50,6 +65,9 @@ class JobRecord:
     created_at: float = field(default_factory=time.time)
     params: dict[str, Any] = field(default_factory=dict)
     parts: int = 1  # tasks per method
+    # Unix time after which an unfinished job counts as failed (reason "timeout") and its
+    # search or training task expires unstarted; None for records written before deadlines.
+    deadline: float | None = None
 
     def task_ids(self, method: str) -> list[str]:
         return [task_id(self.id, method, part) for part in range(self.parts)]
@@ -60,6 +78,28 @@ class JobRecord:
     @classmethod
     def from_json(cls, raw: bytes | str) -> "JobRecord":
         return cls(**json.loads(raw))
+
+    def timeout_outcome(self) -> dict[str, Any]:
+        """What a method (or part) still unfinished at the deadline reports."""
+        seconds = round((self.deadline or self.created_at) - self.created_at)
+        message = (
+            f"not finished within the {self.kind} deadline ({seconds} s, JOB_DEADLINE_SECONDS): "
+            + _TIMEOUT_ADVICE[self.kind]
+        )
+        return {"status": "failed", "reason": "timeout", "message": message, "error": message}
+
+
+def timed_out(
+    deadline: float | None, status: Status, finished_at: float | None, now: float
+) -> bool:
+    """Whether a task counts as timed out: unfinished at its job's deadline.
+
+    Judged as at the deadline, so "failed" stays final: a task that finishes after it (a
+    chunk already running, a message discarded as expired) does not turn the job "done".
+    """
+    if deadline is None or now < deadline:
+        return False
+    return status not in FINAL_STATUSES or (finished_at is not None and finished_at > deadline)
 
 
 def overall_status(method_statuses: list[Status]) -> Status:

@@ -17,9 +17,12 @@ Indexes (one per method and model version, so vectors of two models never mix):
     index:{method}:{version}:log     STREAM of ("add"|"del", id) changes; replicas replay it
     index:{method}:{version}:floor   id of the newest log entry trimmed away (replicas older
                                      than it reload the whole index)
+    index:{method}:{version}:epoch   random id set with the index's first vector: a replica
+                                     that finds it changed or gone (Redis lost or replaced its
+                                     data) reloads the whole index
     index:registry                   SET of index prefixes "index:{method}:{version}" for every
                                      index that exists (the Lua scripts in shared/index_store.py
-                                     append ":vectors"/":log"/":floor" to them)
+                                     append ":vectors"/":log"/":floor"/":epoch" to them)
 Models:
     model:{method}:{version}         the model file (Keras' own .keras format, never pickle)
     model:{method}:{version}:meta    JSON model description (size, losses, dates)
@@ -94,6 +97,10 @@ def index_log(method: str, version: str) -> str:
 
 def index_floor(method: str, version: str) -> str:
     return f"{index_prefix(method, version)}:floor"
+
+
+def index_epoch(method: str, version: str) -> str:
+    return f"{index_prefix(method, version)}:epoch"
 
 
 def model_blob(method: str, version: str) -> str:

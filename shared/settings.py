@@ -31,10 +31,11 @@ class CommonSettings(BaseSettings):
     job_ttl_seconds: int = Field(default=24 * 3600, ge=60)
     query_image_ttl_seconds: int = Field(default=3600, ge=60)
     log_level: str = "INFO"
-    # A task whose worker died unacknowledged is delivered again after this long. It must be
-    # longer than the longest acks_late task (an indexing chunk: minutes at most); training
-    # acknowledges on receipt instead, so it never runs twice.
-    task_visibility_timeout_seconds: int = Field(default=900, ge=10)
+    # A task whose worker died unacknowledged is delivered again after this long. Workers
+    # renew the broker's record of the tasks they run every WORKER_HEARTBEAT_SECONDS (5 s,
+    # shared/worker.py), so this only has to outlast a few missed heartbeats, not the
+    # longest task; short, so a search lost with its worker is redone within its deadline.
+    task_visibility_timeout_seconds: int = Field(default=30, ge=15)
     # Port of a worker process's Prometheus metrics (/metrics); unset = not served.
     worker_metrics_port: int | None = Field(default=None, ge=0, le=65535)
     # Workers: an index this large also gets an HNSW graph, so a search re-ranks a few dozen

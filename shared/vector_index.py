@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from shared.index_store import IndexStore, parse_stream_id
+from shared.index_store import IndexStore, LogState, parse_stream_id
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +213,9 @@ class IndexReplica:
     """This process's copy of one Redis index (method + model version).
 
     ``sync()`` replays the change log since the last call, so a search that calls it first
-    sees every change that any replica had finished before the search started.
+    sees every change that any replica had finished before the search started. It reloads
+    the whole index instead when the log no longer continues what this copy holds: trimmed
+    past it, ending before it, or an index of another epoch (Redis lost or replaced its data).
 
     Once the index holds ``graph_min_vectors`` vectors, a graph is built in a background
     thread while exact search goes on serving; changes made during the build are applied to
@@ -237,13 +239,15 @@ class IndexReplica:
         self.graph_min_vectors = graph_min_vectors
         self._graph_build: _GraphBuild | None = None
         self._position: str | None = None  # newest log entry applied; None = never loaded
+        self._epoch: str | None = None  # the index's identity when it was loaded
         self._lock = threading.Lock()
         self.last_search_kind = "exact"  # what answered the latest search: "exact" or "hnsw"
 
     def sync(self) -> None:
         with self._lock:
-            if self._position is None or self._fell_behind_trim():
-                self._reload()
+            state = self.store.log_state(self.method, self.version)
+            if self._position is None or self._log_does_not_continue(state):
+                self._reload(state)
             while True:
                 entries = self.store.read_log(self.method, self.version, after=self._position)
                 if not entries:
@@ -325,13 +329,27 @@ class IndexReplica:
             self.graph, self._graph_build = graph, None
             return True
 
-    def _fell_behind_trim(self) -> bool:
-        floor = self.store.log_floor(self.method, self.version)
-        return parse_stream_id(self._position) < parse_stream_id(floor)
+    def _log_does_not_continue(self, state: LogState) -> bool:
+        position = parse_stream_id(self._position)
+        if state.epoch != self._epoch or parse_stream_id(state.newest) < position:
+            # (An index that did not exist yet when this copy was loaded also gets an epoch
+            # with its first vector: that reload is cheap and expected, not worth a warning.)
+            log.log(
+                logging.WARNING if self._epoch is not None else logging.INFO,
+                "index lost or replaced in Redis; reloading it",
+                extra={
+                    "method": self.method,
+                    "version": self.version,
+                    "epoch": state.epoch,
+                    "loaded_epoch": self._epoch,
+                    "replica_size": len(self.index),
+                },
+            )
+            return True
+        return position < parse_stream_id(state.floor)  # trimmed past what this copy read
 
-    def _reload(self) -> None:
-        # Read the log position first: anything written during the scan is replayed after it.
-        position = self.store.log_position(self.method, self.version)
+    def _reload(self, state: LogState) -> None:
+        # ``state`` was read before the scan: anything written during it is replayed after.
         index = VectorIndex(self.index.dim, self.index.metric)
         ids: list[str] = []
         rows: list[np.ndarray] = []
@@ -343,7 +361,7 @@ class IndexReplica:
                 ids, rows = [], []
         if ids:
             index.upsert(ids, np.stack(rows))
-        self.index, self._position = index, position
+        self.index, self._position, self._epoch = index, state.newest, state.epoch
         self.graph, self._graph_build = None, None  # rebuilt from the new index
         log.info(
             "index loaded",

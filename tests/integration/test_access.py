@@ -121,6 +121,34 @@ def test_reads_closed_by_setting_need_the_key(service, tmp_path):
         kill(process, signal.SIGTERM)
 
 
+def test_images_are_cached_privately_when_reads_need_the_key(service, tmp_path):
+    """A shared cache may keep images everyone may read, never ones behind the key; and no
+    browser sniffs an image response into something else."""
+    response = requests.post(
+        f"{service.api}/images",
+        files={"file": ("c.png", png(7))},
+        data={"id": "cached"},
+        headers=service.auth,
+        timeout=30,
+    )
+    assert response.status_code == 202, response.text
+    closed, process = start_extra_gateway(service, tmp_path, READS_REQUIRE_KEY="true")
+    try:
+        for gateway, headers, cache in (
+            (service, {}, "public, max-age=300"),
+            (closed, closed.auth, "private, no-store"),
+        ):
+            for part in ("content", "thumbnail"):
+                image = requests.get(
+                    f"{gateway.api}/images/cached/{part}", headers=headers, timeout=10
+                )
+                assert image.status_code == 200 and image.headers["Content-Type"] == "image/jpeg"
+                assert image.headers["Cache-Control"] == cache, (part, image.headers)
+                assert image.headers["X-Content-Type-Options"] == "nosniff"
+    finally:
+        kill(process, signal.SIGTERM)
+
+
 # Rate limit
 def wait_for_a_fresh_minute_if_needed(margin: float = 10) -> None:
     """The limit counts per calendar minute: do not start a burst right before it turns."""

@@ -6,19 +6,27 @@ search finds it; every kind of bad upload gets a 4xx a person understands; and a
 it the workers are still there and a normal search works.
 """
 
+import contextlib
 import io
+import json
 import random
 import signal
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
 from PIL import Image, ImageStat
 
-from deploy.launcher import gateway_healthy
+from deploy.launcher import Processes, free_port, gateway_healthy, start_gateway, wait_until
 from shared import names
 from shared.celery_app import make_celery
 from shared.settings import CommonSettings
-from tests.integration.system import distinct_images, kill, start_extra_gateway
+from tests.conftest import fresh_database
+from tests.integration.conftest import API_KEY, Service, base_env, stopping
+from tests.integration.system import answers, distinct_images, kill, start_extra_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -398,3 +406,154 @@ def test_workers_are_healthy_after_all_the_bad_input(service, formats):
     assert gateway_healthy(service.base_url, queues) and len(queues) == len(names.all_queues())
     top = vgg16_results(service, vgg16_search(service, formats["webp"]["query"]))[0]
     assert top["id"] == "webp"
+
+
+# A gateway alone (no workers: searches and uploads queue): memory and request limits
+@contextlib.contextmanager
+def gateway_alone(redis_url: str, log_dir, **overrides: str) -> Iterator[tuple[Service, int]]:
+    """A gateway process on an empty database of its own, and its process id."""
+    env = base_env(fresh_database(redis_url), **overrides)
+    procs = Processes()
+    port = free_port()
+    with stopping(log_dir, procs):
+        process = start_gateway(procs, env, port, log_dir)
+        base_url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: answers(base_url), 60, "the gateway to answer", procs)
+        yield Service(base_url, API_KEY, env, procs, log_dir), process.pid
+
+
+def memory_mb(pid: int, field: str) -> float:
+    """VmRSS (resident now) or VmHWM (the most it has been resident) of a process, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no {field} for process {pid}")
+
+
+@pytest.fixture(scope="module")
+def largest_upload() -> bytes:
+    """The costliest image the gateway accepts under its defaults: 50 Mpixel (the limit) as
+    a progressive CMYK JPEG, which libjpeg decodes through whole-image coefficient buffers
+    (8 bytes a pixel, 393 MB; an RGBA PNG takes 216 MB, WebP is limited to a quarter)."""
+    side = 7071  # 49,999,041 pixels
+    gradient = Image.linear_gradient("L").resize((side, side))
+    bands = (gradient, gradient.transpose(Image.Transpose.ROTATE_90), gradient, gradient)
+    data = encode(Image.merge("CMYK", bands), "JPEG", progressive=True, subsampling=0)
+    assert len(data) < 2_000_000
+    return data
+
+
+def post_searches(service: Service, data: bytes, count: int) -> list[requests.Response]:
+    def search(_):
+        return requests.post(
+            f"{service.api}/searches", files={"file": ("big.jpg", data)}, timeout=150
+        )
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(search, range(count)))
+
+
+def test_eight_concurrent_largest_uploads_stay_under_1_gb(
+    redis_url, tmp_path, largest_upload, record_property
+):
+    # A generous wait: on a busy machine the eighth upload waits for seven decodes.
+    with gateway_alone(redis_url, tmp_path, DECODE_WAIT_SECONDS="110") as (gateway, pid):
+        idle = memory_mb(pid, "VmRSS")
+        started = time.monotonic()
+        responses = post_searches(gateway, largest_upload, 8)
+        elapsed = time.monotonic() - started
+        assert [r.status_code for r in responses] == [202] * 8, responses[0].text
+        peak = memory_mb(pid, "VmHWM")
+        # Freed memory goes back to the system (not kept in glibc's arenas): within a
+        # minute at most; measured, at once.
+        deadline = time.monotonic() + 60
+        while (after := memory_mb(pid, "VmRSS")) >= 300 and time.monotonic() < deadline:
+            time.sleep(1)
+        for name, value in (("idle", idle), ("peak", peak), ("after", after)):
+            record_property(f"gateway_rss_{name}_mb", round(value))
+        print(
+            f"\ngateway RSS: idle {idle:.0f} MB, peak {peak:.0f} MB, after {after:.0f} MB; "
+            f"8 uploads answered in {elapsed:.1f} s"
+        )
+        assert peak < 1000, f"peak RSS {peak:.0f} MB"
+        assert after < 300, f"RSS {after:.0f} MB a minute after the uploads"
+
+
+def test_decodes_past_the_cap_wait_then_get_503_with_retry_after(
+    redis_url, tmp_path, largest_upload
+):
+    overrides = {"MAX_CONCURRENT_DECODES": "1", "DECODE_WAIT_SECONDS": "0.5"}
+    with gateway_alone(redis_url, tmp_path, **overrides) as (gateway, _):
+        responses = post_searches(gateway, largest_upload, 4)
+        statuses = sorted(r.status_code for r in responses)
+        assert statuses[0] == 202 and statuses[-1] == 503, statuses
+        for busy in (r for r in responses if r.status_code == 503):
+            error = assert_error(busy, 503, "busy")
+            assert "0.5 s" in error["message"]
+            assert busy.headers["Retry-After"] == "1"
+
+
+def test_json_bodies_over_the_limit_are_refused_before_parsing(redis_url, tmp_path):
+    with gateway_alone(redis_url, tmp_path) as (gateway, pid):
+        before = memory_mb(pid, "VmHWM")
+        ids = [f"image-{n:08d}" for n in range(1_500_000)]  # about 24 MB of JSON
+        body = json.dumps({"ids": ids}).encode()
+        calls = {
+            "lookup": (f"{gateway.api}/images/lookup", {}),
+            "training": (f"{gateway.api}/models/autoencoder/trainings", gateway.auth),
+        }
+        for url, headers in calls.values():
+            headers = {**headers, "Content-Type": "application/json"}
+            response = requests.post(url, data=body, headers=headers, timeout=60)
+            error = assert_error(response, 413, "json_too_large")
+            assert "2,097,152 bytes" in error["message"]
+            # Without a Content-Length (chunked), counted as it is read.
+            chunks = (body[i : i + 65536] for i in range(0, 4_000_000, 65536))
+            response = requests.post(url, data=chunks, headers=headers, timeout=60)
+            assert_error(response, 413, "json_too_large")
+        # Parsing that body took 345 MB; refusing it takes next to nothing.
+        assert memory_mb(pid, "VmHWM") - before < 100
+        # Below the limit JSON is read as before.
+        response = requests.post(calls["lookup"][0], json={"ids": ["nope", "x"]}, timeout=10)
+        assert response.status_code == 200 and response.json() == {"existing": []}
+
+
+def test_duplicate_ids_in_one_request_get_a_400_naming_the_id(redis_url, tmp_path):
+    with gateway_alone(redis_url, tmp_path) as (gateway, _):
+        files = [("file", (f"{n}.png", png(n))) for n in range(3)]
+        response = requests.post(
+            f"{gateway.api}/images",
+            files=files,
+            data=[("id", "one"), ("id", "twice"), ("id", "twice")],
+            headers=gateway.auth,
+            timeout=30,
+        )
+        assert "'twice'" in assert_error(response, 400, "duplicate_id")["message"]
+        listed = requests.get(f"{gateway.api}/images", timeout=10).json()
+        assert listed["total"] == 0, "nothing of a refused request is stored"
+
+
+def test_every_413_names_the_limit_that_was_hit(redis_url, tmp_path):
+    with gateway_alone(redis_url, tmp_path, MAX_FILES_PER_REQUEST="10") as (gateway, _):
+
+        def upload(data, **kwargs):
+            return requests.post(
+                f"{gateway.api}/images", data=data, headers=gateway.auth, timeout=30, **kwargs
+            )
+
+        one_file = {"file": ("a.png", png())}
+        error = assert_error(
+            upload({"metadata": json.dumps({"x": "y" * 1_000_000})}, files=one_file),
+            413,
+            "form_field_too_large",
+        )
+        assert "262,144 bytes" in error["message"] and "67,108,864" not in error["message"]
+        # 10 files: 38 parts (a file, an id and metadata each, and 8 more).
+        error = assert_error(upload([("k", "1")] * 38, files=one_file), 413, "too_many_parts")
+        assert "38 parts" in error["message"]
+        assert upload([("k", "1")] * 37, files=one_file).status_code == 202
+        files = [("file", (f"{n}.png", png(n))) for n in range(11)]
+        assert (
+            "at most 10 files"
+            in assert_error(upload({}, files=files), 413, "too_many_files")["message"]
+        )

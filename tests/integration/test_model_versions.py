@@ -118,6 +118,8 @@ def test_training_artifacts_are_served(service, versioned):
     base = f"{service.api}/models/autoencoder/versions/{first}"
     curve = requests.get(f"{base}/loss-curve.png", timeout=5)
     assert curve.status_code == 200 and curve.headers["Content-Type"] == "image/png"
+    assert curve.headers["X-Content-Type-Options"] == "nosniff"
+    assert curve.headers["Cache-Control"] == "public, max-age=300"  # reads are open here
     assert Image.open(io.BytesIO(curve.content)).size == (640, 400)
     preview = Image.open(io.BytesIO(requests.get(f"{base}/preview.png", timeout=5).content))
     assert preview.height > preview.width / 8  # inputs above their reconstructions: two rows

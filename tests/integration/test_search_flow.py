@@ -177,3 +177,18 @@ def test_two_replicas_see_each_others_changes(service, catalogue, sample_images)
     finally:
         replica.terminate()
         replica.wait(30)
+
+
+def test_an_image_deleted_after_a_search_still_leaves_k_results(service, catalogue):
+    """The job's view drops images no longer in the catalogue before cutting to k, and the
+    workers sent a margin of extra candidates for it: k results, ranked 1..k, all present."""
+    job_id = service.search(catalogue["Garlic-0"], k=5, methods="vgg16")
+    before = service.wait(job_id)["methods"]["vgg16"]["results"]
+    assert len(before) == 5
+    gone = before[0]["id"]
+    requests.delete(f"{service.api}/images/{gone}", headers=service.auth, timeout=5)
+    after = requests.get(f"{service.api}/jobs/{job_id}", timeout=10).json()
+    results = after["methods"]["vgg16"]["results"]
+    assert [r["id"] for r in results] == [r["id"] for r in before[1:]] + [results[-1]["id"]]
+    assert gone not in {r["id"] for r in results} | {r["id"] for r in after["fused"]["results"]}
+    assert [r["rank"] for r in results] == [1, 2, 3, 4, 5]

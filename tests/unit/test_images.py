@@ -3,7 +3,7 @@
 import io
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageChops, ImageCms, ImageStat
 
 from shared.images import (
     ImageRejected,
@@ -121,3 +121,94 @@ def test_ids_with_separators_or_control_characters_are_refused(bad):
 @pytest.mark.parametrize("good", ["a", "SKU-123_v2.front", "0" * 128])
 def test_reasonable_ids_pass(good):
     assert validate_image_id(good) == good
+
+
+def reference(image: Image.Image, max_side: int) -> Image.Image:
+    """The canonical picture computed the plain way: flatten the whole image, then resize."""
+    flat = Image.new("RGB", image.size, (255, 255, 255))
+    flat.paste(image, mask=image.getchannel("A"))
+    flat.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return flat
+
+
+def mean_difference(a: Image.Image, b: Image.Image) -> float:
+    assert a.size == b.size
+    diff = ImageChops.difference(a.convert("RGB"), b.convert("RGB"))
+    return sum(ImageStat.Stat(diff).mean) / 3
+
+
+def test_a_large_upload_is_reduced_in_strips_to_the_same_picture():
+    # Odd sizes: the strips and the reduction boxes do not divide them evenly.
+    gradient = Image.linear_gradient("L").resize((4099, 2053))
+    alpha = Image.new("L", gradient.size, 0)
+    alpha.paste(255, (300, 200, 3800, 1900))  # transparent border: must turn white
+    rgba = Image.merge(
+        "RGBA",
+        (
+            gradient,
+            gradient.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+            Image.new("L", gradient.size, 90),
+            alpha,
+        ),
+    )
+    image = canonicalize(encode(rgba, "PNG"), **LIMITS)
+    out = decoded(image.jpeg)
+    assert out.size == (256, 128)
+    assert mean_difference(out, reference(rgba, 256)) < 2.0
+    # The last rows and columns are picture (white border), not the black of an empty strip.
+    assert min(out.getpixel((255, 127))) > 240 and min(out.getpixel((0, 0))) > 240
+
+
+def test_a_large_jpeg_is_decoded_shrunk_to_the_same_picture():
+    picture = Image.linear_gradient("L").resize((3000, 2000)).convert("RGB")
+    data = encode(picture, "JPEG", quality=95)
+    opened = Image.open(io.BytesIO(data))
+    opened.draft("RGB", (1024, 683))
+    assert opened.size == (1500, 1000), "Pillow no longer decodes JPEG at reduced scale"
+    out = decoded(canonicalize(data, **LIMITS).jpeg)
+    expected = picture.copy()
+    expected.thumbnail((256, 256), Image.Resampling.LANCZOS)
+    assert out.size == expected.size
+    assert mean_difference(out, expected) < 2.0
+
+
+def with_metadata(fmt: str) -> bytes:
+    image = Image.new("RGB", (64, 48), (20, 120, 200))
+    if fmt == "GIF":
+        return encode(image, "GIF", comment=b"secret gif comment")
+    exif = Image.Exif()
+    exif[0x010F] = "SecretCam"  # Make
+    exif[0x8825] = {2: (48.0, 51.0, 24.0)}  # GPS latitude
+    return encode(
+        image,
+        "JPEG",
+        exif=exif,
+        comment=b"secret jpeg comment",
+        icc_profile=ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes(),
+        xmp=b"<x:xmpmeta xmlns:x='adobe:ns:meta/'>secret</x:xmpmeta>",
+    )
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "GIF"])
+def test_no_comment_or_metadata_survives_into_the_stored_images(fmt):
+    data = with_metadata(fmt)
+    assert b"secret" in data
+    image = canonicalize(data, **LIMITS)
+    for stored in (image.jpeg, image.thumbnail):
+        out = decoded(stored)
+        assert not {"comment", "exif", "icc_profile", "xmp"} & set(out.info), out.info
+        assert not out.getexif()
+        assert b"secret" not in stored and b"SecretCam" not in stored
+
+
+def test_webp_pixels_count_four_times_against_the_limit():
+    # 1,700 x 1,600 = 2.72 Mpixel: fine as PNG under a 10 Mpixel limit, too many as WebP,
+    # whose decoder takes four times the memory. Refused before the file is opened.
+    picture = Image.new("RGB", (1700, 1600), (30, 90, 150))
+    assert canonicalize(encode(picture, "PNG"), **LIMITS).width == 256
+    with pytest.raises(ImageRejected) as caught:
+        canonicalize(encode(picture, "WEBP"), **LIMITS)
+    assert (caught.value.status, caught.value.code) == (413, "too_many_pixels")
+    assert "2,500,000 pixels for WebP" in caught.value.message
+    small = Image.new("RGB", (1000, 1000), (30, 90, 150))
+    assert canonicalize(encode(small, "WEBP"), **LIMITS).width == 256

@@ -149,6 +149,54 @@ def test_replica_reloads_when_the_log_was_trimmed_past_it(redis_client, monkeypa
     assert replica.search(np.array([29, 0], np.float32), 1)[0].id == "i29"
 
 
+def test_a_replica_reloads_when_redis_lost_its_data(redis_client):
+    """FLUSHDB is what a Redis restarted without its files looks like to the workers."""
+    store = IndexStore(redis_client)
+    old = [f"old{n}" for n in range(8)]
+    add_catalogue_entries(redis_client, old)
+    for n, image_id in enumerate(old):
+        store.add_vectors("vgg16", "v1", {image_id: vector_to_bytes(np.array([n, 1]))})
+    replica = IndexReplica(store, "vgg16", "v1", 2, "euclidean")
+    assert len(replica.search(np.zeros(2, np.float32), 10)) == 8
+
+    redis_client.flushdb()
+    assert replica.search(np.zeros(2, np.float32), 10) == []  # nothing written since: empty
+
+    add_catalogue_entries(redis_client, ["new0", "new1", "new2"])
+    for n in range(3):
+        store.add_vectors("vgg16", "v1", {f"new{n}": vector_to_bytes(np.array([n, 5]))})
+    hits = replica.search(np.zeros(2, np.float32), 10)
+    assert sorted(h.id for h in hits) == ["new0", "new1", "new2"]
+    assert len(replica.index) == store.size("vgg16", "v1") == 3
+
+
+def test_a_replica_reloads_when_redis_went_back_to_an_older_copy(redis_client):
+    """Redis restarted from an older snapshot: same epoch, but the log ends before the
+    replica's position, and vectors added after the snapshot must leave the replica."""
+    store = IndexStore(redis_client)
+    add_catalogue_entries(redis_client, ["kept", "lost"])
+    store.add_vectors("vgg16", "v1", {"kept": vector_to_bytes(np.array([1, 0]))})
+    index_keys = [f"index:vgg16:v1:{part}" for part in ("vectors", "log", "epoch")]
+    older = {key: redis_client.dump(key) for key in index_keys}
+    store.add_vectors("vgg16", "v1", {"lost": vector_to_bytes(np.array([0, 1]))})
+    replica = IndexReplica(store, "vgg16", "v1", 2, "cosine")
+    assert len(replica.search(np.array([1, 0], np.float32), 5)) == 2
+
+    for key, dumped in older.items():
+        redis_client.restore(key, 0, dumped, replace=True)
+    assert [h.id for h in replica.search(np.array([1, 0], np.float32), 5)] == ["kept"]
+
+
+def test_a_replica_loaded_before_the_first_vector_follows_the_new_index(redis_client):
+    store = IndexStore(redis_client)
+    add_catalogue_entries(redis_client, ["first", "second"])
+    replica = IndexReplica(store, "vgg16", "v1", 2, "cosine")
+    assert replica.search(np.array([1, 0], np.float32), 5) == []
+    store.add_vectors("vgg16", "v1", {"first": vector_to_bytes(np.array([1, 0]))})
+    store.add_vectors("vgg16", "v1", {"second": vector_to_bytes(np.array([0, 1]))})
+    assert [h.id for h in replica.search(np.array([1, 0], np.float32), 5)] == ["first", "second"]
+
+
 def clustered_rows(rng, n, dim, clusters=40):
     """Unit vectors around a few centres: nearer to real embeddings than uniform noise."""
     centres = rng.normal(size=(clusters, dim))

@@ -1,7 +1,10 @@
 """Where the vgg16 service finds its ImageNet weights, and how it refuses anything else."""
 
+import functools
 import hashlib
+import http.server
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -153,6 +156,68 @@ def test_failed_keras_download_is_reported_not_raised(home, monkeypatch):
     # Port 9 (discard) on localhost refuses the connection at once, as an offline machine does.
     monkeypatch.setattr(weights, "_KERAS_BASE_URL", "http://127.0.0.1:9/")
     started = time.monotonic()
-    assert weights.keras_download(weights.KERAS_NOTOP, timeout=5) is False
+    dest = home / "weights"
+    assert weights.keras_download(weights.KERAS_NOTOP, dest, timeout=5) is False
     assert time.monotonic() - started < 10
     assert not (home / ".keras" / "models" / weights.KERAS_NOTOP.name).exists()
+    assert not (dest / weights.KERAS_NOTOP.name).exists()
+
+
+@pytest.fixture
+def keras_origin(tmp_path, monkeypatch):
+    """A real HTTP server on 127.0.0.1 standing in for Keras' download site."""
+    served = tmp_path / "origin"
+    served.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setattr(weights, "_KERAS_BASE_URL", f"http://127.0.0.1:{server.server_port}/")
+    yield served
+    server.shutdown()
+    server.server_close()
+
+
+def test_keras_download_lands_in_dest_not_in_the_home_directory(home, monkeypatch, keras_origin):
+    # What an image build does: `fetch --dest /app/var/weights` as root, the service runs as
+    # another user who has no ~/.keras; the downloaded file must be where --dest says.
+    content = b"stand-in for Keras' notop file"
+    (keras_origin / weights.KERAS_NOTOP.name).write_bytes(content)
+    md5 = hashlib.md5(content, usedforsecurity=False).hexdigest()
+    monkeypatch.setattr(weights, "KERAS_NOTOP", KerasFile(weights.KERAS_NOTOP.name, md5, False))
+    dest = home / "image" / "weights"  # does not exist yet
+
+    resolved = weights.fetch(settings(dest))
+
+    assert resolved.path == dest / weights.KERAS_NOTOP.name
+    assert resolved.source == "keras-cache"
+    assert resolved.path.read_bytes() == content
+    assert not (home / ".keras" / "models" / weights.KERAS_NOTOP.name).exists()
+    # Another process (the worker) finds it there with only VGG16_WEIGHTS_DIR to go on.
+    assert resolve_weights(settings(dest)).path == resolved.path
+
+
+def test_weights_already_in_the_keras_cache_are_copied_into_dest(home, monkeypatch, tmp_path):
+    cached = fake_keras_cache_file(home, monkeypatch, weights.KERAS_NOTOP.name, trusted=True)
+    dest = tmp_path / "image" / "weights"
+    resolved = weights.place_in(weights.fetch(settings(dest)), dest)
+    assert resolved.path == dest / cached.name
+    assert resolved.path.read_bytes() == cached.read_bytes()
+    # The service user of an image has no Keras cache: it finds the copy in dest.
+    other_home = tmp_path / "service-user"
+    other_home.mkdir()
+    monkeypatch.setenv("HOME", str(other_home))
+    assert resolve_weights(settings(dest)).path == resolved.path
+
+
+def test_fetch_command_checks_the_weights_value_by_value(vgg16_weights_dir, tmp_path):
+    weights.check_weights_file(weights.resolve_weights(settings(vgg16_weights_dir)))
+
+    import keras
+
+    random_file = tmp_path / "random.weights.h5"
+    keras.applications.VGG16(
+        include_top=False, weights=None, input_shape=(224, 224, 3)
+    ).save_weights(str(random_file))
+    with pytest.raises(WeightsUnavailableError, match="not VGG16's ImageNet weights"):
+        weights.check_weights_file(weights.ResolvedWeights(random_file, False, "explicit"))
