@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WEIGHTS := var/weights/vgg16_imagenet_notop.weights.h5
 
-.PHONY: run test test-deploy images lint weights install clean bench eval export import
+.PHONY: run test test-deploy images lint weights install clean bench bench-search eval export import
 
 run: $(STAMP) $(WEIGHTS)
 	$(BIN)/python -m deploy.launcher
@@ -28,6 +28,11 @@ test-deploy: $(STAMP)
 bench: $(STAMP) $(WEIGHTS)
 	@test -n "$(DATA)" || (echo "usage: make bench DATA=<folder of images>" && exit 2)
 	$(BIN)/python -m bench.run "$(DATA)"
+
+# make bench-search [DATA=<folder>]: vgg16 searches at 1-16 clients, batching off vs on
+# (var/bench/batching.*); the sample catalogue by default. A few minutes.
+bench-search: $(STAMP) $(WEIGHTS)
+	$(BIN)/python -m bench.run --search-batching "$(or $(DATA),samples/grocery-store/images)"
 
 # make eval CATALOG=<dir> QUERIES=<dir>: P@1, P@5, mAP@10 per method against the running
 # service (make run); class = each image's parent folder. Trains the autoencoder on CATALOG.

@@ -147,15 +147,21 @@ class System:
         self.procs.stop()
 
 
-def query_latencies(client: ApiClient, queries: list[Path], clients: int) -> list[float]:
+def query_latencies(
+    client: ApiClient,
+    queries: list[Path],
+    clients: int,
+    per_client: int = QUERIES_PER_CLIENT,
+    methods: str | None = None,
+) -> list[float]:
     def one(path: Path) -> float:
         started = time.perf_counter()
-        job = client.wait(client.search(path, k=10)["job_id"])
+        job = client.wait(client.search(path, k=10, methods=methods)["job_id"])
         if job["status"] != "done":
             raise RuntimeError(f"search failed: {job}")
         return time.perf_counter() - started
 
-    work = [queries[i % len(queries)] for i in range(clients * QUERIES_PER_CLIENT)]
+    work = [queries[i % len(queries)] for i in range(clients * per_client)]
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
         return list(pool.map(one, work))
 
@@ -273,6 +279,157 @@ def _latency_during_bulk(client, data: Path, queries: list[Path], workdir: Path)
     uploader.join()
     shutil.rmtree(copy)
     return measured
+
+
+BATCHING_CLIENTS = (1, 2, 4, 8, 16)
+BATCHING_CONFIGS = {"off": {"SEARCH_BATCH_SIZE": "1"}, "on": {}}  # "on": the defaults
+
+
+def bench_search_batching(data: Path, workdir: Path, rounds: int) -> dict[str, Any]:
+    """vgg16 searches at 1-16 concurrent clients, batching off and on side by side.
+
+    Two vgg16 search workers run, one started with batching off, one with it on; only one
+    consumes the search queue at a time (Celery's add/cancel_consumer). Each client count is
+    measured ``rounds`` times with each, in ABBA order (off, on, on, off...), so that both
+    see the same drift of a shared machine; medians over the rounds."""
+    import redis
+
+    from shared import keys
+    from shared.celery_app import make_celery
+    from shared.settings import CommonSettings
+
+    paths = image_files(data)
+    queries = paths[:: max(1, len(paths) // 20)][:20]
+    gain = model_batch_gain(paths)
+    print(f"the model alone: {gain}", flush=True)
+    system = System(workdir)
+    redis_url = start_redis(system.procs, workdir / "redis")
+    env = dict(os.environ, REDIS_URL=redis_url, API_KEY="bench-key", PYTHONPATH=str(ROOT))
+    logs = ROOT / "var" / "bench" / "batching-logs"  # kept: the workers log every batch
+    shutil.rmtree(logs, ignore_errors=True)
+    logs.mkdir(parents=True)
+    measured: dict[str, dict[int, list[dict[str, float]]]] = {c: {} for c in BATCHING_CONFIGS}
+    control = make_celery(CommonSettings(redis_url=redis_url), "bench").control
+    queue = "vgg16.search"
+    try:
+        for method, roles in DEFAULT_WORKERS:
+            if roles != ["search"] or method != "vgg16":
+                start_worker(system.procs, method, roles, env, logs)
+        nodes = {}
+        workers = redis.Redis.from_url(redis_url)
+        for config, overrides in BATCHING_CONFIGS.items():
+            process = start_worker(
+                system.procs,
+                "vgg16",
+                ["search"],
+                {**env, **overrides},
+                logs,
+                name=f"vgg16-search-batching-{config}",
+            )
+
+            def node(pid: int = process.pid) -> str | None:
+                members = workers.zrange(keys.workers(queue), 0, -1)
+                return next((m.decode() for m in members if f"-{pid}@".encode() in m), None)
+
+            wait_until(lambda n=node: n() is not None, 300, f"worker {config}", system.procs)
+            nodes[config] = node()
+        port = free_port()
+        start_gateway(system.procs, env, port, logs)
+        base_url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: gateway_healthy(base_url, {queue}), 300, "gateway", system.procs)
+        client = ApiClient(base_url, "bench-key")
+        index_folder(client, data, quiet=True)
+
+        def consume(config: str) -> None:
+            for other, name in nodes.items():
+                if other != config:
+                    control.cancel_consumer(queue, destination=[name], reply=True, timeout=30)
+            control.add_consumer(queue, destination=[nodes[config]], reply=True, timeout=30)
+
+        for config in BATCHING_CONFIGS:
+            consume(config)
+            query_latencies(client, queries, 16, 2, "vgg16")  # warm-up, not counted
+        for clients in BATCHING_CLIENTS:
+            for round_ in range(rounds):
+                order = list(BATCHING_CONFIGS)
+                for config in order if round_ % 2 == 0 else order[::-1]:
+                    consume(config)
+                    started = time.perf_counter()
+                    latencies = query_latencies(
+                        client, queries, clients, max(3, 24 // clients), "vgg16"
+                    )
+                    row = percentiles(latencies)
+                    row["qps"] = round(len(latencies) / (time.perf_counter() - started), 2)
+                    measured[config].setdefault(clients, []).append(row)
+                    print(
+                        f"{clients} clients, round {round_}, batching {config}: {row}", flush=True
+                    )
+    finally:
+        system.stop()
+    return {
+        "rounds": rounds,
+        "model_batch_gain": gain,
+        "clients": {
+            config: {
+                str(clients): {
+                    what: round(statistics.median(r[what] for r in rows), 2)
+                    for what in ("qps", "p50_ms", "p95_ms", "n")
+                }
+                for clients, rows in by_clients.items()
+            }
+            for config, by_clients in measured.items()
+        },
+        "runs": measured,
+    }
+
+
+def model_batch_gain(paths: list[Path], size: int = 16) -> dict[str, float]:
+    """What batching can win at most: the vgg16 embedder (the workers' precision) on
+    ``size`` images one by one, then in one batch; medians of REPEATS, side by side."""
+    bare = BareModel(paths[:size], "auto")
+    embed = bare.embedder.embed
+    alone, together = [], []
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        for i in range(len(bare.images)):
+            embed(bare.images[i : i + 1])
+        alone.append((time.perf_counter() - started) / len(bare.images))
+        started = time.perf_counter()
+        embed(bare.images)
+        together.append((time.perf_counter() - started) / len(bare.images))
+    one, batched = statistics.median(alone), statistics.median(together)
+    return {
+        "precision": bare.embedder.precision,
+        "alone_ms_per_image": round(1000 * one, 1),
+        f"batch_of_{size}_ms_per_image": round(1000 * batched, 1),
+        "gain": round(one / batched, 2),
+    }
+
+
+def batching_markdown(report: dict[str, Any]) -> str:
+    result = report["search_batching"]
+    gain = result["model_batch_gain"]
+    batched = next(v for k, v in gain.items() if k.startswith("batch_of_"))
+    lines = [
+        f"Machine: {report['machine']}; data: {report['data']}; vgg16 searches end to end "
+        f"(submit to result), medians of {result['rounds']} rounds of each, batching off and on "
+        "in turn (ABBA) at each client count. The model alone "
+        f"({gain['precision']}): {gain['alone_ms_per_image']} ms an image alone, "
+        f"{batched} ms an image in a batch, {gain['gain']}x (what batching can win at most).",
+        "",
+        "| clients | off: queries/s | off: p50 / p95 | on: queries/s | on: p50 / p95 "
+        "| p50 on / off |",
+        "|---|---|---|---|---|---|",
+    ]
+    off, on = result["clients"]["off"], result["clients"]["on"]
+    for clients in off:
+        a, b = off[clients], on[clients]
+        lines.append(
+            f"| {clients} | {a['qps']:.2f} | {a['p50_ms']:.0f} / {a['p95_ms']:.0f} ms "
+            f"| {b['qps']:.2f} | {b['p50_ms']:.0f} / {b['p95_ms']:.0f} ms "
+            f"| {b['p50_ms'] / a['p50_ms']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def synthetic_vectors(rng, n: int, dim: int, clustered: bool = True) -> np.ndarray:
@@ -399,6 +556,12 @@ def main() -> None:
     parser.add_argument("data", type=Path, help="folder of images")
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench" / "results")
     parser.add_argument("--skip-service", action="store_true")
+    parser.add_argument(
+        "--search-batching",
+        action="store_true",
+        help="only compare vgg16 searches with batching off and on (var/bench/batching.*)",
+    )
+    parser.add_argument("--rounds", type=int, default=4, help="--search-batching: rounds")
     args = parser.parse_args()
     paths = image_files(args.data)
     report: dict[str, Any] = {
@@ -406,6 +569,15 @@ def main() -> None:
         "data": str(args.data),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if args.search_batching:
+        with tempfile.TemporaryDirectory() as workdir:
+            report["search_batching"] = bench_search_batching(args.data, Path(workdir), args.rounds)
+        out = args.out.with_name("batching")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+        out.with_suffix(".md").write_text(batching_markdown(report))
+        print(batching_markdown(report))
+        return
     report["baseline_images_per_second"] = spread(
         [baseline_per_image_predict(paths[:BASELINE_IMAGES]) for _ in range(REPEATS)]
     )

@@ -42,6 +42,12 @@ class CommonSettings(BaseSettings):
     # candidates instead of scanning every vector (shared/vector_index.py; 0 = always).
     # Below it exact search is fast enough; measured with make bench.
     approximate_index_min_vectors: int = Field(default=100_000, ge=0)
+    # Workers: searches waiting in a worker's queue are embedded together, up to this many
+    # in one forward pass (shared/search_batching.py); 1 = one at a time, batching off.
+    search_batch_size: int = Field(default=16, ge=1, le=64)
+    # Workers: how long the first search of a batch may wait for others to arrive. A lone
+    # query pays it in full, so keep it a small fraction of one embedding (~70-200 ms).
+    search_batch_wait_ms: float = Field(default=5.0, ge=0, le=1000)
 
     @model_validator(mode="after")
     def _refuse_placeholder_redis_password(self) -> "CommonSettings":

@@ -6,6 +6,7 @@ and two while a new model version is being built). Tasks stay thin: they unpack 
 and call the plain methods here, which the tests call too.
 """
 
+import dataclasses
 import logging
 import os
 import socket
@@ -23,6 +24,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from shared import keys, names, worker_metrics
 from shared.catalog import Catalog
 from shared.index_store import IndexStore
+from shared.search_batching import QueryBatcher
 from shared.settings import CommonSettings, redis_client
 from shared.vector_index import IndexReplica, Metric, vector_to_bytes
 
@@ -37,6 +39,16 @@ class Embedder(Protocol):
     metric: Metric
 
     def embed(self, images: np.ndarray) -> np.ndarray: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedQuery:
+    """A query embedded together with others, before its search task runs."""
+
+    version: str
+    vector: np.ndarray
+    batch: int  # queries embedded in that pass
+    seconds: float  # the pass, reading and decoding their images included
 
 
 class QueryImageMissing(LookupError):
@@ -73,20 +85,29 @@ class MethodService(ABC):
         return {"reason": "not_trained", "message": f"the {self.method} method has no model yet"}
 
     # Plain functions behind the tasks
-    def search(self, query_key: str, k: int) -> dict[str, Any]:
+    def search(
+        self, query_key: str, k: int, prepared: "PreparedQuery | None" = None
+    ) -> dict[str, Any]:
+        """Search with a query image; ``prepared``: its vector from a batch (see embed_queries)."""
         embedder = self.search_embedder()
         if embedder is None:
             return {"method": self.method, "results": [], **self.not_ready_reason()}
-        jpeg = self.redis.get(query_key)
-        if jpeg is None:
-            raise QueryImageMissing(f"query image {query_key!r} expired or was never stored")
-        started = time.perf_counter()
-        query = self._embed_jpegs(embedder, [jpeg])[0]
-        embedded = time.perf_counter()
+        if prepared is not None and prepared.version == embedder.version:
+            query, batch = prepared.vector, prepared.batch
+            started, embedded = 0.0, prepared.seconds
+        else:
+            jpeg = self.redis.get(query_key)
+            if jpeg is None:
+                raise QueryImageMissing(f"query image {query_key!r} expired or was never stored")
+            batch = 1
+            started = time.perf_counter()
+            query = self._embed_jpegs(embedder, [jpeg])[0]
+            embedded = time.perf_counter()
         replica = self.replica(embedder)
+        search_started = time.perf_counter()
         hits = replica.search(query, k)
         searched = time.perf_counter()
-        worker_metrics.observe_search(self.method, embedded - started, searched - embedded)
+        worker_metrics.observe_search(self.method, embedded - started, searched - search_started)
         return {
             "method": self.method,
             "worker": self.worker_name,
@@ -101,8 +122,40 @@ class MethodService(ABC):
             ],
             "timings_ms": {
                 "embed": round(1000 * (embedded - started), 2),
-                "search": round(1000 * (searched - embedded), 2),
+                "search": round(1000 * (searched - search_started), 2),
+                # Queries embedded in the same forward pass (1: alone); "embed" is that pass.
+                "embedded_together": batch,
             },
+        }
+
+    def embed_queries(self, query_keys: dict[str, str]) -> dict[str, "PreparedQuery"]:
+        """Embed several searches' query images in one pass: {task id: query key} -> vectors.
+
+        Queries whose image is missing or does not decode are left out: their search reads
+        and embeds them alone and fails as it would have without company.
+        """
+        embedder = self.search_embedder()
+        if embedder is None or not query_keys:
+            return {}
+        from shared.ml.runtime import decode_images
+
+        started = time.perf_counter()
+        images, task_ids = [], []
+        for task_id, jpeg in zip(query_keys, self.redis.mget(query_keys.values()), strict=True):
+            if jpeg is None:
+                continue
+            try:
+                images.append(decode_images([jpeg], embedder.input_size)[0])
+            except ValueError:
+                continue
+            task_ids.append(task_id)
+        if not images:
+            return {}
+        vectors = embedder.embed(np.stack(images))
+        seconds = time.perf_counter() - started
+        return {
+            task_id: PreparedQuery(embedder.version, vector, len(images), seconds)
+            for task_id, vector in zip(task_ids, vectors, strict=True)
         }
 
     def embed_batch(self, image_ids: list[str]) -> dict[str, Any]:
@@ -273,13 +326,26 @@ def register_method_tasks(app: Celery, service: MethodService) -> None:
         "max_retries": 5,
     }
 
-    @app.task(name=names.task_search(service.method), soft_time_limit=60, time_limit=90, **common)
-    def search(self, job_id: str, query_key: str, k: int) -> dict[str, Any]:
-        log.info("search", extra={"job_id": job_id, "method": service.method, "k": k})
-        return service.search(query_key, k)
+    batcher = search_batcher(service)
 
     @app.task(
-        name=names.task_embed_batch(service.method), soft_time_limit=600, time_limit=660, **common
+        name=names.task_search(service.method),
+        soft_time_limit=60,
+        time_limit=90,
+        **common,
+        **batching_options(batcher),
+    )
+    def search(self, job_id: str, query_key: str, k: int) -> dict[str, Any]:
+        log.info("search", extra={"job_id": job_id, "method": service.method, "k": k})
+        prepared = batcher.take(self.request.id) if batcher else None
+        return service.search(query_key, k, prepared)
+
+    @app.task(
+        name=names.task_embed_batch(service.method),
+        soft_time_limit=600,
+        time_limit=660,
+        **common,
+        **flushing_options(batcher),
     )
     def embed_batch(self, job_id: str, image_ids: list[str]) -> dict[str, Any]:
         log.info(
@@ -314,6 +380,35 @@ def register_method_tasks(app: Celery, service: MethodService) -> None:
     def _say_goodbye(**_kwargs) -> None:
         if "heartbeat" in state:
             state["heartbeat"].stop()
+
+
+def search_batcher(service: MethodService) -> QueryBatcher | None:
+    """What embeds a worker's waiting searches together; None when SEARCH_BATCH_SIZE is 1."""
+    size = service.settings.search_batch_size
+    if size <= 1:
+        return None
+
+    def prepare(requests: list) -> dict[str, PreparedQuery]:
+        # Requests carry the search task's arguments: (job_id, query_key, k).
+        return service.embed_queries({r.id: r.args[1] for r in requests if len(r.args) == 3})
+
+    queue = names.queue_name(service.method, names.SEARCH)
+    # The broker's list of the queue's messages (kombu's Redis transport: key = queue name).
+    return QueryBatcher(
+        size,
+        service.settings.search_batch_wait_ms / 1000,
+        prepare,
+        queued=lambda: service.redis.llen(queue),
+    )
+
+
+def batching_options(batcher: QueryBatcher | None) -> dict[str, Any]:
+    return {"Strategy": batcher.strategy()} if batcher else {}
+
+
+def flushing_options(batcher: QueryBatcher | None) -> dict[str, Any]:
+    # Searches held for a batch never wait behind an indexing task received after them.
+    return {"Strategy": batcher.flushing_strategy()} if batcher else {}
 
 
 def run_worker(app: Celery, method: names.Method, roles: list[str] | None = None) -> None:

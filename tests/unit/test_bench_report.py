@@ -1,6 +1,6 @@
 """The benchmark's markdown table: which rows appear depends on what was measured."""
 
-from bench.run import markdown
+from bench.run import batching_markdown, markdown
 
 
 def rate(median: float) -> dict:
@@ -38,3 +38,28 @@ def test_without_service_runs_there_is_no_ceiling_row():
     text = markdown(report({}))
     assert "float32 | 8.0 img/s" in text
     assert "ceiling" not in text
+
+
+def test_the_batching_table_sets_each_client_count_off_beside_on():
+    row = {"qps": 2.0, "p50_ms": 1000.0, "p95_ms": 1500.0, "n": 24}
+    text = batching_markdown(
+        {
+            "machine": "x86_64, 2 cores (amx_bf16), Linux",
+            "data": "photos",
+            "search_batching": {
+                "rounds": 4,
+                "model_batch_gain": {
+                    "precision": "mixed_bfloat16",
+                    "alone_ms_per_image": 68.0,
+                    "batch_of_16_ms_per_image": 38.0,
+                    "gain": 1.79,
+                },
+                "clients": {
+                    "off": {"8": row},
+                    "on": {"8": {**row, "qps": 4.0, "p50_ms": 450.0}},
+                },
+            },
+        }
+    )
+    assert "| 8 | 2.00 | 1000 / 1500 ms | 4.00 | 450 / 1500 ms | 0.45 |" in text
+    assert "1.79x" in text and "medians of 4 rounds" in text
