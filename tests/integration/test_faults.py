@@ -121,14 +121,7 @@ def log_adds(client: redis.Redis, log_key: str) -> collections.Counter:
 
 
 def top_hit(service: Service, image: bytes, k: int = 5) -> dict:
-    response = requests.post(
-        f"{service.api}/searches",
-        files={"file": ("query.png", image)},
-        data={"k": str(k), "methods": "vgg16"},
-        timeout=30,
-    )
-    assert response.status_code == 202, response.text
-    job = service.wait(response.json()["job_id"], timeout=120)
+    job = service.wait(post_search(service, image, k), timeout=120)
     assert job["status"] == "done", job
     results = job["methods"]["vgg16"]["results"]
     assert len({r["id"] for r in results}) == len(results), "an id listed twice"
