@@ -440,15 +440,17 @@ def get_job(job_id: str):
         raise ApiError(404, "job_not_found", f"no job with id {job_id!r} (unknown or expired)")
     job = JobRecord.from_json(raw)
     wait = _float_arg("wait", 0.0, 0.0, settings().max_wait_seconds)
-    view = _job_view(job)
-    if wait <= 0 or view["status"] in FINAL_STATUSES:
-        return jsonify(view)
+    if wait <= 0:
+        return jsonify(_job_view(job))
     with current_app.extensions["wait_slots"].slot() as waiting:
         if not waiting:
             # Every waiting slot is taken: answer now rather than take the last threads.
+            view = _job_view(job)
             response = jsonify(view)
-            response.headers["Retry-After"] = "1"
+            if view["status"] not in FINAL_STATUSES:
+                response.headers["Retry-After"] = "1"
             return response
+        # A finished job is answered after one view, like a poll without wait.
         view = wait_for_change(
             lambda: _job_view(job),
             lambda: _task_records(job),

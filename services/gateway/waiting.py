@@ -47,8 +47,9 @@ def wait_for_change(
 ) -> dict[str, Any]:
     """The job's view once it is final, or as it stands after ``seconds``."""
     deadline = time.monotonic() + seconds
-    current = view()
+    # The records before the view: a change between the two is seen at the next check.
     seen = fingerprint()
+    current = view()
     refreshed = time.monotonic()
     interval = FIRST_CHECK_SECONDS
     while not is_final(current):

@@ -51,16 +51,31 @@ class Service:
         assert response.status_code == 202, response.text
         return response.json()
 
-    def search(self, path: Path, k: int = 5, methods: str | None = None) -> str:
+    def search(self, image: Path | bytes, k: int = 5, methods: str | None = None) -> str:
+        """Send a search (a photo's path, or an image's bytes); its job id."""
         data = {"k": str(k)} | ({"methods": methods} if methods else {})
+        name, content = (
+            (image.name, image.read_bytes()) if isinstance(image, Path) else ("query", image)
+        )
         response = requests.post(
             f"{self.api}/searches",
-            files={"file": (path.name, path.read_bytes())},
+            files={"file": (name, content)},
             data=data,
             timeout=30,
         )
         assert response.status_code == 202, response.text
         assert response.headers["Location"].endswith(response.json()["job_id"])
+        return response.json()["job_id"]
+
+    def train(self, epochs: int) -> str:
+        """Start an autoencoder training; its job id."""
+        response = requests.post(
+            f"{self.api}/models/autoencoder/trainings",
+            json={"epochs": epochs},
+            headers=self.auth,
+            timeout=10,
+        )
+        assert response.status_code == 202, response.text
         return response.json()["job_id"]
 
     def wait(self, job_id: str, timeout: float = 300) -> dict:

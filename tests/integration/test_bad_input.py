@@ -122,17 +122,6 @@ def formats(service, sample_images) -> dict[str, dict]:
     }
 
 
-def vgg16_search(service, data: bytes, k: int = 3) -> str:
-    response = requests.post(
-        f"{service.api}/searches",
-        files={"file": ("query", data)},
-        data={"k": str(k), "methods": "vgg16"},
-        timeout=30,
-    )
-    assert response.status_code == 202, response.text
-    return response.json()["job_id"]
-
-
 def vgg16_results(service, job_id: str) -> list[dict]:
     job = service.wait(job_id, timeout=180)
     assert job["status"] == "done", job
@@ -141,8 +130,13 @@ def vgg16_results(service, job_id: str) -> list[dict]:
 
 def test_every_format_is_indexed_and_found_first(service, formats):
     # Submit every search first; the worker answers them while we wait for the first.
-    by_itself = {name: vgg16_search(service, entry["data"]) for name, entry in formats.items()}
-    by_picture = {name: vgg16_search(service, entry["query"]) for name, entry in formats.items()}
+    by_itself = {
+        name: service.search(entry["data"], k=3, methods="vgg16") for name, entry in formats.items()
+    }
+    by_picture = {
+        name: service.search(entry["query"], k=3, methods="vgg16")
+        for name, entry in formats.items()
+    }
     for name, job_id in by_itself.items():
         top = vgg16_results(service, job_id)[0]
         assert top["id"] == name, (name, top)
@@ -375,7 +369,7 @@ def test_limits_are_configurable_and_answer_413(service, small_gateway, formats)
     assert response.status_code == 202, response.text
 
     # Below the limits the small gateway works as usual.
-    job_id = vgg16_search(small_gateway, formats["webp"]["data"])
+    job_id = small_gateway.search(formats["webp"]["data"], k=3, methods="vgg16")
     assert vgg16_results(small_gateway, job_id)[0]["score"] == pytest.approx(1.0, abs=1e-3)
 
 
@@ -404,7 +398,7 @@ def test_workers_are_healthy_after_all_the_bad_input(service, formats):
     assert health["status"] == "ok", health
     queues = {q for q, entry in health["queues"].items() if entry["workers"]}
     assert gateway_healthy(service.base_url, queues) and len(queues) == len(names.all_queues())
-    top = vgg16_results(service, vgg16_search(service, formats["webp"]["query"]))[0]
+    top = vgg16_results(service, service.search(formats["webp"]["query"], k=3, methods="vgg16"))[0]
     assert top["id"] == "webp"
 
 

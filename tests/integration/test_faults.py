@@ -121,7 +121,7 @@ def log_adds(client: redis.Redis, log_key: str) -> collections.Counter:
 
 
 def top_hit(service: Service, image: bytes, k: int = 5) -> dict:
-    job = service.wait(post_search(service, image, k), timeout=120)
+    job = service.wait(service.search(image, k, methods="vgg16"), timeout=120)
     assert job["status"] == "done", job
     results = job["methods"]["vgg16"]["results"]
     assert len({r["id"] for r in results}) == len(results), "an id listed twice"
@@ -304,17 +304,6 @@ def test_jobs_survive_a_gateway_restart(system):
     assert top_hit(service, images[2])["id"] == "gw-2"
 
 
-def post_search(service: Service, image: bytes, k: int = 3) -> str:
-    response = requests.post(
-        f"{service.api}/searches",
-        files={"file": ("q.png", image)},
-        data={"k": str(k), "methods": "vgg16"},
-        timeout=30,
-    )
-    assert response.status_code == 202, response.text
-    return response.json()["job_id"]
-
-
 def task_runs(service: Service, event: str, job_id: str) -> int:
     """How often the vgg16 workers started a task of the job (their log's task events)."""
     runs = 0
@@ -352,7 +341,7 @@ def test_a_search_held_by_a_frozen_worker_ends_within_its_deadline(system):
     worker = child(service.procs, "vgg16-search-index")
     query = distinct_images(1, seed=1)[0]  # blk-000
     for _attempt in range(10):
-        job_id = post_search(service, query)
+        job_id = service.search(query, k=3, methods="vgg16")
         task_id = f"{job_id}-vgg16-0"
         if freeze_while_holding(client, worker, task_id, "vgg16.search"):
             break
@@ -392,7 +381,7 @@ def test_a_search_no_worker_takes_fails_with_timeout_right_after_its_deadline(sy
         JOB_DEADLINE_SECONDS=json.dumps({"search": deadline}),
     )
     try:
-        job_id = post_search(lonely, distinct_images(1, seed=4)[0])
+        job_id = lonely.search(distinct_images(1, seed=4)[0], k=3, methods="vgg16")
         started = time.monotonic()
         response = requests.get(f"{lonely.api}/jobs/{job_id}", params={"wait": 30}, timeout=40)
         answered_after = time.monotonic() - started
@@ -431,7 +420,7 @@ def test_a_search_taken_after_its_deadline_is_discarded_not_run(system, tmp_path
     try:
         os.killpg(worker.pid, signal.SIGSTOP)
         try:
-            job_id = post_search(short, distinct_images(1, seed=1)[0])
+            job_id = short.search(distinct_images(1, seed=1)[0], k=3, methods="vgg16")
             view = requests.get(f"{short.api}/jobs/{job_id}", params={"wait": 30}, timeout=40)
             assert view.json()["status"] == "failed", view.json()
             assert view.json()["reason"] == "timeout"

@@ -14,17 +14,6 @@ from tests.integration.system import distinct_images, post_images, start_extra_g
 pytestmark = pytest.mark.integration
 
 
-def train(service, epochs=2) -> str:
-    response = requests.post(
-        f"{service.api}/models/autoencoder/trainings",
-        json={"epochs": epochs},
-        headers=service.auth,
-        timeout=10,
-    )
-    assert response.status_code == 202, response.text
-    return response.json()["job_id"]
-
-
 def finished_version(service, job_id) -> str:
     job = service.wait(job_id, timeout=400)
     assert job["status"] == "done", job
@@ -39,7 +28,7 @@ def versioned(service, sample_images):
         service.wait(service.add_images(list(paths.values()), ids=list(paths))["job_id"])["status"]
         == "done"
     )
-    return paths, finished_version(service, train(service))
+    return paths, finished_version(service, service.train(2))
 
 
 def test_switch_under_concurrent_searches_then_rollback(service, versioned, sample_images):
@@ -59,7 +48,7 @@ def test_switch_under_concurrent_searches_then_rollback(service, versioned, samp
     searchers = [threading.Thread(target=keep_searching) for _ in range(3)]
     for thread in searchers:
         thread.start()
-    job_id = train(service)
+    job_id = service.train(2)
     # An image added while the new version trains must end up in both versions' indexes.
     late = sample_images["Zucchini"][1]
     service.wait(service.add_images([late], ids=["mv-late"])["job_id"])

@@ -40,14 +40,7 @@ def batching(redis_url, tmp_path_factory, sample_images) -> Service:
         job = service.wait(service.add_images(catalogue)["job_id"])
         assert job["status"] == "done", job
         # An autoencoder model, so that both methods' search workers have queries to batch.
-        training = requests.post(
-            f"{service.api}/models/autoencoder/trainings",
-            json={"epochs": 1},
-            headers=service.auth,
-            timeout=10,
-        )
-        assert training.status_code == 202, training.text
-        assert service.wait(training.json()["job_id"], timeout=300)["status"] == "done"
+        assert service.wait(service.train(1), timeout=300)["status"] == "done"
         wait_until(
             lambda: (
                 not requests.get(f"{service.api}/models/autoencoder", timeout=5).json()["building"]

@@ -54,14 +54,7 @@ def test_search_train_delete(service, catalogue):
     )
 
     # Train over HTTP; the job reports epoch progress while it runs.
-    response = requests.post(
-        f"{service.api}/models/autoencoder/trainings",
-        json={"epochs": 3},
-        headers=service.auth,
-        timeout=10,
-    )
-    assert response.status_code == 202, response.text
-    train_job_id = response.json()["job_id"]
+    train_job_id = service.train(3)
     second = requests.post(
         f"{service.api}/models/autoencoder/trainings", headers=service.auth, timeout=10
     )
