@@ -10,9 +10,9 @@ from shared.settings import CommonSettings
 def task_routes() -> dict[str, dict[str, str]]:
     routes: dict[str, dict[str, str]] = {}
     for method in names.METHODS:
-        routes[names.task_search(method)] = {"queue": names.queue_name(method, names.SEARCH)}
-        routes[names.task_embed_batch(method)] = {"queue": names.queue_name(method, names.INDEX)}
-    routes[names.TASK_TRAIN_AUTOENCODER] = {"queue": names.queue_name("autoencoder", names.TRAIN)}
+        routes[names.SEARCH_TASKS[method]] = {"queue": names.queue_name(method, names.SEARCH)}
+        routes[names.EMBED_BATCH_TASKS[method]] = {"queue": names.queue_name(method, names.INDEX)}
+    routes[names.AUTOENCODER_TRAIN] = {"queue": names.queue_name("autoencoder", names.TRAIN)}
     return routes
 
 

@@ -7,6 +7,8 @@ Catalogue (written by the gateway, read by everyone):
     catalog:meta:{id}                JSON ImageMeta
 Jobs and uploads:
     job:{job_id}                     JSON job record (expires)
+    job:{job_id}:view                JSON view of a finished job, as clients read it: computed
+                                     once when every part is final, then returned as is
     query:{job_id}                   canonical JPEG of a query image (expires)
 Indexes (one per method and model version, so vectors of two models never mix):
     index:{method}:active            the model version searches use
@@ -65,6 +67,10 @@ def catalog_meta(image_id: str) -> str:
 
 def job(job_id: str) -> str:
     return f"job:{job_id}"
+
+
+def job_view(job_id: str) -> str:
+    return f"job:{job_id}:view"
 
 
 def query_image(job_id: str) -> str:

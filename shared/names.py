@@ -31,16 +31,30 @@ def all_queues() -> list[str]:
     return [queue_name(m, r) for m in METHODS for r in QUEUE_ROLES[m]]
 
 
-# Task names: "<method>.<verb>". Arguments are JSON-serialisable ids and small values only.
+# Task names, "<method>.<verb>", spelled out so that grepping a name finds its definition.
+# Arguments and results: the models of shared/contracts.py (SearchTask -> SearchResult,
+# EmbedBatchTask -> IndexResult, TrainTaskPayload -> TrainResult), as positional JSON arguments.
+VGG16_SEARCH: Final = "vgg16.search"
+VGG16_EMBED_BATCH: Final = "vgg16.embed_batch"
+AUTOENCODER_SEARCH: Final = "autoencoder.search"
+AUTOENCODER_EMBED_BATCH: Final = "autoencoder.embed_batch"
+AUTOENCODER_TRAIN: Final = "autoencoder.train"
+
+SEARCH_TASKS: Final[dict[Method, str]] = {
+    "vgg16": VGG16_SEARCH,
+    "autoencoder": AUTOENCODER_SEARCH,
+}
+EMBED_BATCH_TASKS: Final[dict[Method, str]] = {
+    "vgg16": VGG16_EMBED_BATCH,
+    "autoencoder": AUTOENCODER_EMBED_BATCH,
+}
+
+
 def task_search(method: Method) -> str:
-    """search(job_id, query_key, k) -> SearchResult dict."""
-    return f"{method}.search"
+    """The search task of a method (SearchTask -> SearchResult)."""
+    return SEARCH_TASKS[method]
 
 
 def task_embed_batch(method: Method) -> str:
-    """embed_batch(job_id, image_ids) -> IndexResult dict."""
-    return f"{method}.embed_batch"
-
-
-TASK_TRAIN_AUTOENCODER: Final = "autoencoder.train"
-"""train(job_id, options) -> TrainResult dict."""
+    """The indexing task of a method (EmbedBatchTask -> IndexResult)."""
+    return EMBED_BATCH_TASKS[method]

@@ -23,6 +23,15 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from shared import keys, names, worker_metrics
 from shared.catalog import Catalog
+from shared.contracts import (
+    EmbedBatchTask,
+    Hit,
+    IndexCounts,
+    IndexResult,
+    SearchResult,
+    SearchTask,
+    SearchTimings,
+)
 from shared.index_store import IndexStore
 from shared.search_batching import QueryBatcher
 from shared.settings import CommonSettings, redis_client
@@ -87,11 +96,11 @@ class MethodService(ABC):
     # Plain functions behind the tasks
     def search(
         self, query_key: str, k: int, prepared: "PreparedQuery | None" = None
-    ) -> dict[str, Any]:
+    ) -> SearchResult:
         """Search with a query image; ``prepared``: its vector from a batch (see embed_queries)."""
         embedder = self.search_embedder()
         if embedder is None:
-            return {"method": self.method, "results": [], **self.not_ready_reason()}
+            return SearchResult(method=self.method, results=[], **self.not_ready_reason())
         if prepared is not None and prepared.version == embedder.version:
             query, batch = prepared.vector, prepared.batch
             started, embedded = 0.0, prepared.seconds
@@ -108,25 +117,25 @@ class MethodService(ABC):
         hits = replica.search(query, k)
         searched = time.perf_counter()
         worker_metrics.observe_search(self.method, embedded - started, searched - search_started)
-        return {
-            "method": self.method,
-            "worker": self.worker_name,
-            "model_version": embedder.version,
-            "metric": embedder.metric,
-            "higher_is_better": embedder.metric == "cosine",
-            "index_size": len(replica.index),
-            "index_kind": replica.last_search_kind,
-            "results": [
-                {"id": hit.id, "score": round(hit.score, 6), "rank": rank}
+        return SearchResult(
+            method=self.method,
+            worker=self.worker_name,
+            model_version=embedder.version,
+            metric=embedder.metric,
+            higher_is_better=embedder.metric == "cosine",
+            index_size=len(replica.index),
+            index_kind=replica.last_search_kind,
+            results=[
+                Hit(id=hit.id, score=round(hit.score, 6), rank=rank)
                 for rank, hit in enumerate(hits, start=1)
             ],
-            "timings_ms": {
-                "embed": round(1000 * (embedded - started), 2),
-                "search": round(1000 * (searched - search_started), 2),
+            timings_ms=SearchTimings(
+                embed=round(1000 * (embedded - started), 2),
+                search=round(1000 * (searched - search_started), 2),
                 # Queries embedded in the same forward pass (1: alone); "embed" is that pass.
-                "embedded_together": batch,
-            },
-        }
+                embedded_together=batch,
+            ),
+        )
 
     def embed_queries(self, query_keys: dict[str, str]) -> dict[str, "PreparedQuery"]:
         """Embed several searches' query images in one pass: {task id: query key} -> vectors.
@@ -158,21 +167,23 @@ class MethodService(ABC):
             for task_id, vector in zip(task_ids, vectors, strict=True)
         }
 
-    def embed_batch(self, image_ids: list[str]) -> dict[str, Any]:
+    def embed_batch(self, image_ids: list[str]) -> IndexResult:
         embedders = self.index_embedders()
         if not embedders:
-            return {"method": self.method, "requested": len(image_ids), **self.not_ready_reason()}
+            return IndexResult(
+                method=self.method, requested=len(image_ids), **self.not_ready_reason()
+            )
         per_version = {e.version: self.embed_into_index(e, image_ids) for e in embedders}
         # Top-level counts are those of the model that answers searches (the first one);
         # "versions" details every index filled, including one being built.
-        return {
-            "method": self.method,
-            "requested": len(image_ids),
-            **per_version[embedders[0].version],
-            "versions": per_version,
-        }
+        return IndexResult(
+            method=self.method,
+            requested=len(image_ids),
+            **per_version[embedders[0].version].model_dump(),
+            versions=per_version,
+        )
 
-    def embed_into_index(self, embedder: Embedder, image_ids: list[str]) -> dict[str, int]:
+    def embed_into_index(self, embedder: Embedder, image_ids: list[str]) -> IndexCounts:
         """Embed the catalogue images that this index lacks, in batches; skip the rest."""
         unique = list(dict.fromkeys(image_ids))
         todo = self.store.missing(self.method, embedder.version, unique)
@@ -204,7 +215,7 @@ class MethodService(ABC):
             embedded += stored
             # Deleted, or given a new picture (whose own task embeds it), while we embedded.
             gone += len(found) - stored
-        return {"embedded": embedded, "already_indexed": len(unique) - len(todo), "gone": gone}
+        return IndexCounts(embedded=embedded, already_indexed=len(unique) - len(todo), gone=gone)
 
     def replica(self, embedder: Embedder) -> IndexReplica:
         with self._replicas_lock:
@@ -329,31 +340,33 @@ def register_method_tasks(app: Celery, service: MethodService) -> None:
     batcher = search_batcher(service)
 
     @app.task(
-        name=names.task_search(service.method),
+        name=names.SEARCH_TASKS[service.method],
         soft_time_limit=60,
         time_limit=90,
         **common,
         **batching_options(batcher),
     )
     def search(self, job_id: str, query_key: str, k: int) -> dict[str, Any]:
-        log.info("search", extra={"job_id": job_id, "method": service.method, "k": k})
+        task = SearchTask(job_id=job_id, query_key=query_key, k=k)
+        log.info("search", extra={"job_id": job_id, "method": service.method, "k": task.k})
         prepared = batcher.take(self.request.id) if batcher else None
-        return service.search(query_key, k, prepared)
+        return service.search(task.query_key, task.k, prepared).to_json()
 
     @app.task(
-        name=names.task_embed_batch(service.method),
+        name=names.EMBED_BATCH_TASKS[service.method],
         soft_time_limit=600,
         time_limit=660,
         **common,
         **flushing_options(batcher),
     )
     def embed_batch(self, job_id: str, image_ids: list[str]) -> dict[str, Any]:
+        task = EmbedBatchTask(job_id=job_id, image_ids=image_ids)
         log.info(
             "embed batch",
-            extra={"job_id": job_id, "method": service.method, "images": len(image_ids)},
+            extra={"job_id": job_id, "method": service.method, "images": len(task.image_ids)},
         )
         try:
-            return service.embed_batch(image_ids)
+            return service.embed_batch(task.image_ids).to_json()
         except SoftTimeLimitExceeded:
             log.error("embed batch timed out", extra={"job_id": job_id})
             raise

@@ -20,6 +20,7 @@ from celery import Task
 
 from shared import keys, names
 from shared.celery_app import make_celery
+from shared.contracts import TrainResult, TrainTaskPayload
 from shared.logs import configure_logging
 from shared.worker import TRANSIENT_ERRORS, Embedder, MethodService, register_method_tasks
 
@@ -90,7 +91,7 @@ class AutoencoderService(MethodService):
             "POST /api/v1/models/autoencoder/trainings",
         }
 
-    def train(self, job_id: str, options: dict[str, Any], report) -> dict[str, Any]:
+    def train(self, job_id: str, options: dict[str, Any], report) -> TrainResult:
         """Train on the current catalogue, build the new version's index, then activate it."""
         from shared.ml.runtime import decode_images
 
@@ -180,11 +181,11 @@ class AutoencoderService(MethodService):
             self.embed_into_index(embedder, ids[start : start + step])
         self.store.activate(METHOD, version, previous=self.store.versions(METHOD).active)
         log.info("model activated", extra={"job_id": job_id, "version": version})
-        return {
-            "version": version,
-            "index_size": self.store.size(METHOD, version),
+        return TrainResult(
+            version=version,
+            index_size=self.store.size(METHOD, version),
             **{k: v for k, v in meta.items() if k not in ("history", "version")},
-        }
+        )
 
     def renew_training_lease(self, job_id: str) -> None:
         lock = keys.training_lock(METHOD)
@@ -212,7 +213,7 @@ class TrainTask(Task):
 
 
 @app.task(
-    name=names.TASK_TRAIN_AUTOENCODER,
+    name=names.AUTOENCODER_TRAIN,
     base=TrainTask,
     bind=True,
     # Acknowledged on receipt: a training outlives the broker's visibility timeout and must
@@ -225,10 +226,11 @@ class TrainTask(Task):
     time_limit=3 * 3600 + 300,
 )
 def train(self, job_id: str, options: dict[str, Any]) -> dict[str, Any]:
-    log.info("training started", extra={"job_id": job_id, "options": options})
+    payload = TrainTaskPayload(job_id=job_id, options=options)
+    log.info("training started", extra={"job_id": job_id, "options": payload.options})
 
     def report(progress: dict[str, Any]) -> None:
         service.renew_training_lease(job_id)
         self.update_state(state="PROGRESS", meta={**progress, "updated_at": time.time()})
 
-    return service.train(job_id, options, report)
+    return service.train(job_id, payload.options, report).to_json()

@@ -32,7 +32,7 @@ from shared import keys, names
 from shared.catalog import Catalog
 from shared.index_store import IndexStore
 
-from .app import read_access
+from .auth import read_access
 
 # Up to a minute: GET /jobs/{id}?wait= holds a request open for up to MAX_WAIT_SECONDS.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60)

@@ -4,7 +4,8 @@
 
 window.addEventListener("load", () => {
   window.ui = window.SwaggerUIBundle({
-    url: new URL("openapi.json", window.location.href).href,
+    // The page is served at /api/v1/docs and /api/v1/docs/: the spec URL is given, not relative.
+    url: new URL(document.getElementById("swagger-ui").dataset.specUrl, window.location.href).href,
     dom_id: "#swagger-ui",
     deepLinking: true,
     // The default sends the document to an online validator and shows its badge.

@@ -1,0 +1,124 @@
+"""Autoencoder model versions: the retraining policy, trainings on request, activation rules
+and the version list. Plain functions the routes call; a test can call them without HTTP."""
+
+import json
+import logging
+from typing import Any
+
+from flask import url_for
+
+from shared import keys
+from shared.contracts import TrainingOptions
+from shared.index_store import IndexStore
+
+from . import jobs
+from .context import catalog, redis_client, settings
+from .errors import ApiError
+
+log = logging.getLogger(__name__)
+METHOD = "autoencoder"
+
+
+def retrain_if_catalogue_grew() -> str | None:
+    """Queue an autoencoder training once the catalogue holds AUTOENCODER_RETRAIN_GROWTH more
+    images than the active model was trained on; the training's job id, or None.
+
+    Measured from the larger of that count and the catalogue size at the last automatic
+    start, so a training that fails is retried after the next step of growth, not on every
+    upload. Nothing happens before a first model exists: that one is trained on request.
+    """
+    growth = settings().autoencoder_retrain_growth
+    if growth <= 0:
+        return None
+    client = redis_client()
+    active = IndexStore(client).versions(METHOD).active
+    if active is None:
+        return None
+    meta, last_start = client.mget(
+        [keys.model_meta(METHOD, active), keys.retrain_started_at_size(METHOD)]
+    )
+    trained_on = json.loads(meta or "{}").get("images", 0)
+    size = catalog().size()
+    if size < max(trained_on, int(last_start or 0)) * (1 + growth):
+        return None
+    job_id = jobs.start_training({}, trigger="catalogue_growth")
+    if job_id is not None:
+        client.set(keys.retrain_started_at_size(METHOD), size)
+        log.info(
+            "automatic retraining queued",
+            extra={"job_id": job_id, "catalogue": size, "trained_on": trained_on},
+        )
+    return job_id
+
+
+def train_on_request(options: TrainingOptions) -> str:
+    """Start a training a client asked for; its job id. 409 when it cannot start."""
+    if catalog().size() == 0:
+        raise ApiError(409, "empty_catalogue", "add images before training the autoencoder")
+    job_id = jobs.start_training(options.model_dump(exclude_unset=True))
+    if job_id is None:
+        running = jobs.running_training()
+        raise ApiError(409, "training_in_progress", "a training is already running", job_id=running)
+    return job_id
+
+
+def known_version(version: str) -> str:
+    if redis_client().zscore(keys.model_versions(METHOD), version) is None:
+        raise ApiError(404, "version_not_found", f"no autoencoder model version {version!r}")
+    return version
+
+
+def activate(version: str) -> dict[str, Any]:
+    """Switch searches to a stored version (a rollback when it is an older one)."""
+    store = IndexStore(redis_client())
+    versions = store.versions(METHOD)
+    known_version(version)
+    if version in versions.building:
+        raise ApiError(409, "version_not_ready", f"version {version!r} is still being built")
+    if version not in versions.retained:
+        indexed, catalogue = store.size(METHOD, version), catalog().size()
+        if indexed < catalogue:
+            raise ApiError(
+                409,
+                "index_incomplete",
+                f"version {version!r} has vectors for {indexed} of {catalogue} images; "
+                "train again instead",
+            )
+    previous = versions.active
+    if previous != version:
+        store.activate(METHOD, version, previous=previous)
+    log.info("model activated", extra={"version": version, "previous": previous})
+    return {"active": version, "previous": previous}
+
+
+def version_list() -> dict[str, Any]:
+    """Every stored version, newest first, with its index size and training record."""
+    client = redis_client()
+    store = IndexStore(client)
+    active, building, _ = store.versions(METHOD)
+    versions = [v.decode() for v in client.zrevrange(keys.model_versions(METHOD), 0, -1)]
+    metas = client.mget([keys.model_meta(METHOD, v) for v in versions]) if versions else []
+    return {
+        "active": active,
+        "building": building,
+        "versions": [
+            {
+                "version": version,
+                "active": version == active,
+                "index_size": store.size(METHOD, version),
+                "loss_curve_url": url_for("api.get_training_loss_curve", version=version),
+                "preview_url": url_for("api.get_training_preview", version=version),
+                **{k: v for k, v in json.loads(meta or "{}").items() if k != "history"},
+            }
+            for version, meta in zip(versions, metas, strict=True)
+        ],
+    }
+
+
+def artifact(version: str, name: str) -> bytes:
+    """A training's PNG (loss_curve or preview)."""
+    data = redis_client().get(keys.model_artifact(METHOD, known_version(version), name))
+    if data is None:
+        shown = name.replace("_", "-")
+        raise ApiError(404, "artifact_not_found", f"version {version!r} has no {shown} image")
+    return data

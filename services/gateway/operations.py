@@ -1,0 +1,59 @@
+"""Health and statistics: what a load balancer, an orchestrator and a person ask."""
+
+import time
+from typing import Any
+
+from shared import keys, names
+from shared.index_store import IndexStore
+
+from .auth import given_key, key_is_valid
+from .context import catalog, redis_client, settings
+
+
+def health() -> tuple[dict[str, Any], int]:
+    """Redis reachable; live workers and waiting tasks per queue; the HTTP status."""
+    client = redis_client()
+    try:
+        client.ping()
+    except Exception as err:  # noqa: BLE001 - any failure here means "not healthy"
+        return {"status": "unavailable", "redis": f"unreachable: {err}"}, 503
+    now = time.time()
+    pipe = client.pipeline(transaction=False)
+    queues = names.all_queues()
+    for queue in queues:
+        pipe.zrangebyscore(keys.workers(queue), now - keys.WORKER_STALE_SECONDS, "+inf")
+        pipe.llen(queue)
+    replies = pipe.execute()
+    workers = {
+        queue: {
+            "workers": sorted(w.decode() for w in replies[2 * n]),
+            "waiting": replies[2 * n + 1],
+        }
+        for n, queue in enumerate(queues)
+    }
+    missing = [queue for queue, entry in workers.items() if not entry["workers"]]
+    status = "degraded" if missing else "ok"
+    if settings().reads_require_key and not key_is_valid(given_key()):
+        # Orchestrators and load balancers get the verdict; host names and process ids in
+        # the worker names are for clients with the key.
+        return {"status": status}, 200
+    body: dict[str, Any] = {"status": status, "redis": "ok"}
+    if missing:
+        body["missing"] = missing
+        body["message"] = "no live worker consumes " + ", ".join(missing)
+    body["queues"] = workers
+    return body, 200
+
+
+def stats() -> dict[str, Any]:
+    """Catalogue size; index size, model version and versions being built per method."""
+    store = IndexStore(redis_client())
+    methods = {}
+    for method in names.METHODS:
+        active, building, _ = store.versions(method)
+        methods[method] = {
+            "model_version": active,
+            "index_size": store.size(method, active) if active else 0,
+            "building": {version: store.size(method, version) for version in building},
+        }
+    return {"catalogue_size": catalog().size(), "methods": methods}

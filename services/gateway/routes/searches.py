@@ -1,0 +1,47 @@
+"""POST /searches: a photo in, a search job out."""
+
+from flask import request
+
+from shared.contracts import SearchAccepted, SearchForm, SearchRequest
+
+from .. import jobs
+from ..answers import accepted
+from ..apidoc import documented
+from ..auth import read_access
+from ..context import settings
+from ..errors import validated
+from ..inputs import uploaded_files
+from ..uploads import canonical
+from . import api
+
+
+@api.post("/searches")
+@documented(
+    "createSearch",
+    "searches",
+    form=SearchForm,
+    ok=(202, SearchAccepted, "Accepted: the job is queued. Poll `status_url`."),
+    errors=(400, 401, 413, 415, 503),
+)
+@read_access
+def create_search():
+    """Search the catalogue for images similar to a photo
+
+    Answers 202 at once; the job's `methods` hold each method's ranked `results` and `fused`
+    one combined list. Until an autoencoder model exists its entry is `done` with
+    `reason: not_trained` and no results.
+    """
+    files = uploaded_files()
+    cfg = settings()
+    search = validated(
+        SearchRequest,
+        {
+            "files": len(files),
+            "k": request.form.get("k"),
+            "methods": request.form.getlist("methods"),
+        },
+        default_k=cfg.default_k,
+        max_k=cfg.max_k,
+    )
+    job = jobs.start_search(canonical(files[0].read()), search)
+    return accepted({"kind": "search", "methods": job.methods, "k": search.k, "job_id": job.id})
