@@ -1,7 +1,8 @@
 """Methods, queues and task names: the wire contract between the gateway and the workers.
 
 The gateway sends tasks by name (``celery.send_task``) and never imports worker code,
-so these strings are the only thing both sides must agree on.
+so these strings, with the payload and result models of shared/contracts.py, are what both
+sides must agree on.
 """
 
 from typing import Final, Literal
