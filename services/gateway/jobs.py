@@ -39,9 +39,9 @@ from shared.jobs import (
     timed_out,
 )
 
+from .catalogue import image_links
 from .context import catalog, celery, redis_client, settings
 from .errors import ApiError, validated
-from .links import image_links
 from .results import decorate, fuse_rankings
 from .waiting import wait_for_change
 

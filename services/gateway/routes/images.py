@@ -1,10 +1,7 @@
 """/images: add, list, look up, read and delete catalogue images."""
 
-import logging
-
 from flask import jsonify, request
 
-from shared.catalog import ImageMeta
 from shared.contracts import (
     Deleted,
     Image,
@@ -17,17 +14,16 @@ from shared.contracts import (
     LookupRequest,
 )
 
+from .. import catalogue
 from ..answers import accepted, image_response
 from ..apidoc import documented
 from ..auth import read_access, require_key
-from ..context import catalog, settings
-from ..errors import ApiError, validated
+from ..context import settings
+from ..errors import validated
 from ..inputs import json_body, uploaded_files
-from ..links import image_links
 from ..uploads import add_images as store_and_index
 from . import api
 
-log = logging.getLogger(__name__)
 READ_ERRORS = (401, 404, 503)
 
 
@@ -71,12 +67,7 @@ def add_images():
 @read_access
 def list_images():
     """List the catalogue, in the order images were added"""
-    page = validated(ImagePage, request.args.to_dict())
-    ids = catalog().ids(page.offset, page.limit)
-    metas = catalog().get_metas(ids)
-    images = [describe(metas[i]) for i in ids if i in metas]
-    total = catalog().size()
-    return jsonify({"total": total, "offset": page.offset, "limit": page.limit, "images": images})
+    return jsonify(catalogue.page(validated(ImagePage, request.args.to_dict())))
 
 
 @api.post("/images/lookup")
@@ -94,31 +85,7 @@ def lookup_images():
     Bulk clients use it to skip images already stored.
     """
     ids = validated(LookupRequest, json_body()).ids
-    found = catalog().existing(ids)
-    return jsonify({"existing": [i for i in ids if i in found]})
-
-
-def describe(meta: ImageMeta) -> dict:
-    """An image as clients read it (the Image model)."""
-    return {
-        "id": meta.id,
-        "filename": meta.filename,
-        "width": meta.width,
-        "height": meta.height,
-        "added_at": meta.added_at,
-        "metadata": meta.metadata,
-        **image_links(meta.id),
-    }
-
-
-def _not_found(image_id: str) -> ApiError:
-    return ApiError(404, "image_not_found", f"no image with id {image_id!r} in the catalogue")
-
-
-def _jpeg(data: bytes | None, image_id: str):
-    if data is None:
-        raise _not_found(image_id)
-    return image_response(data, "image/jpeg")
+    return jsonify({"existing": catalogue.existing(ids)})
 
 
 @api.get("/images/<image_id>")
@@ -126,10 +93,7 @@ def _jpeg(data: bytes | None, image_id: str):
 @read_access
 def get_image(image_id: str):
     """An image's metadata and links"""
-    meta = catalog().get_meta(image_id)
-    if meta is None:
-        raise _not_found(image_id)
-    return jsonify(describe(meta))
+    return jsonify(catalogue.image(image_id))
 
 
 @api.get("/images/<image_id>/content")
@@ -143,7 +107,7 @@ def get_image(image_id: str):
 @read_access
 def get_image_content(image_id: str):
     """The stored canonical JPEG (at most 512 px by default)"""
-    return _jpeg(catalog().get_image(image_id), image_id)
+    return image_response(catalogue.jpeg(image_id), "image/jpeg")
 
 
 @api.get("/images/<image_id>/thumbnail")
@@ -157,7 +121,7 @@ def get_image_content(image_id: str):
 @read_access
 def get_thumbnail(image_id: str):
     """A thumbnail JPEG (at most 160 px)"""
-    return _jpeg(catalog().get_thumbnail(image_id), image_id)
+    return image_response(catalogue.jpeg(image_id, thumbnail=True), "image/jpeg")
 
 
 @api.delete("/images/<image_id>")
@@ -168,7 +132,4 @@ def delete_image(image_id: str):
 
     Takes effect at once: no later search returns it.
     """
-    if not catalog().delete(image_id):
-        raise _not_found(image_id)
-    log.info("image deleted", extra={"image_id": image_id})
-    return jsonify({"id": image_id, "deleted": True})
+    return jsonify(catalogue.delete(image_id))
