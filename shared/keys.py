@@ -7,8 +7,10 @@ Catalogue (written by the gateway, read by everyone):
     catalog:meta:{id}                JSON ImageMeta
 Jobs and uploads:
     job:{job_id}                     JSON job record (expires)
-    job:{job_id}:view                JSON view of a finished job, as clients read it: computed
-                                     once when every part is final, then returned as is
+    job:{job_id}:view                JSON of a finished job: its view as clients read it,
+                                     stored once every part is final and returned as is (a
+                                     search's is cut again if one of its candidates left the
+                                     catalogue), with the merged results to cut it from
     query:{job_id}                   canonical JPEG of a query image (expires)
 Indexes (one per method and model version, so vectors of two models never mix):
     index:{method}:active            the model version searches use

@@ -4,10 +4,11 @@ A search, an upload's indexing and a training are each a job record in Redis (sh
 plus tasks named in shared/names.py, whose arguments and results are the models of
 shared/contracts.py. A job's view merges its tasks' results (validated against the result
 models), the parts of a large upload, and for a search the fused list (results.py). Once
-every part is final the view is stored beside the record and returned as is afterwards:
-polls of a finished job, however many, read one key.
+every part is final the view is stored beside the record and returned as is afterwards
+(a search's is cut again only if one of its images left the catalogue since).
 """
 
+import copy
 import json
 import logging
 import time
@@ -149,11 +150,7 @@ def running_training() -> str:
 def poll(job_id: str, query: dict[str, str]) -> tuple[dict[str, Any], bool]:
     """A job's view, after waiting up to ``?wait=`` s for it to finish; and whether the client
     should come back later (every waiting slot was taken and the job is not final)."""
-    client = redis_client()
-    finished = client.get(keys.job_view(job_id))
-    if finished is not None:
-        return json.loads(finished), False
-    raw = client.get(keys.job(job_id))
+    raw = redis_client().get(keys.job(job_id))
     if raw is None:
         raise ApiError(404, "job_not_found", f"no job with id {job_id!r} (unknown or expired)")
     job = JobRecord.from_json(raw)
@@ -183,14 +180,37 @@ def _task_records(job: JobRecord) -> list[bytes | None]:
 
 
 def job_view(job: JobRecord) -> dict[str, Any]:
-    """The job as clients read it; stored once final, so it is computed once."""
-    finished = redis_client().get(keys.job_view(job.id))
-    if finished is not None:
-        return json.loads(finished)
-    view = _build_view(job)
+    """The job as clients read it. Once every part is final it is stored beside the record
+    and returned as is; a search's is cut again only when one of its candidate images left
+    or came back to the catalogue since (one ZMSCORE tells)."""
+    client = redis_client()
+    stored = client.get(keys.job_view(job.id))
+    if stored is not None:
+        return _as_read_now(json.loads(stored), job)
+    merged = _build_view(job)
+    view = _with_search_results(merged, job) if job.kind == "search" else merged
     if view["status"] in FINAL_STATUSES:
-        redis_client().set(keys.job_view(job.id), json.dumps(view), ex=settings().job_ttl_seconds)
+        candidates = _candidate_ids(merged)
+        record = {
+            "view": view,
+            "merged": merged if candidates else None,
+            "candidates": candidates,
+            "present": sorted(catalog().existing(candidates)) if candidates else [],
+        }
+        client.set(keys.job_view(job.id), json.dumps(record), ex=settings().job_ttl_seconds)
     return view
+
+
+def _as_read_now(stored: dict[str, Any], job: JobRecord) -> dict[str, Any]:
+    candidates = stored["candidates"]
+    if not candidates or sorted(catalog().existing(candidates)) == stored["present"]:
+        return stored["view"]
+    return _with_search_results(stored["merged"], job)  # an image was deleted (or re-added)
+
+
+def _candidate_ids(view: dict[str, Any]) -> list[str]:
+    ids = {r["id"] for m in view["methods"].values() for r in m.get("results", [])}
+    return sorted(ids)
 
 
 def _build_view(job: JobRecord) -> dict[str, Any]:
@@ -215,8 +235,6 @@ def _build_view(job: JobRecord) -> dict[str, Any]:
     timeouts = [m for m in methods.values() if m.get("reason") == "timeout"]
     if status == "failed" and timeouts:
         view["reason"], view["message"] = "timeout", timeouts[0]["message"]
-    if job.kind == "search":
-        _add_search_results(view, job)
     return view
 
 
@@ -290,9 +308,11 @@ def merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
-def _add_search_results(view: dict[str, Any], job: JobRecord) -> None:
-    all_ids = {r["id"] for m in view["methods"].values() for r in m.get("results", [])}
-    metas = catalog().get_metas(sorted(all_ids))
+def _with_search_results(merged: dict[str, Any], job: JobRecord) -> dict[str, Any]:
+    """A search's view: each method's results without images that left the catalogue, cut
+    to k and ranked again, and the fused list."""
+    view = copy.deepcopy(merged)
+    metas = catalog().get_metas(_candidate_ids(view))
 
     def describe(image_id: str) -> dict[str, Any] | None:
         meta = metas.get(image_id)
@@ -319,3 +339,4 @@ def _add_search_results(view: dict[str, Any], job: JobRecord) -> None:
         "weights": {m: weights.get(m, 0.0) for m in sorted(rankings)},
         "results": decorate(fuse_rankings(rankings, weights, k), describe),
     }
+    return view

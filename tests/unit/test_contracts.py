@@ -97,6 +97,6 @@ def test_a_finished_jobs_view_is_computed_once(redis_url, redis_client):
 
     first = client.get("/api/v1/jobs/job1").get_json()
     assert first["status"] == "done" and first["methods"]["vgg16"]["embedded"] == 1
-    assert json.loads(redis_client.get(keys.job_view(job.id))) == first
+    assert json.loads(redis_client.get(keys.job_view(job.id)))["view"] == first
     backend.store_result(task_id(job.id, "vgg16"), {**result.to_json(), "embedded": 0}, "SUCCESS")
     assert client.get("/api/v1/jobs/job1?wait=1").get_json() == first
