@@ -100,3 +100,22 @@ def test_a_finished_jobs_view_is_computed_once(redis_url, redis_client):
     assert json.loads(redis_client.get(keys.job_view(job.id)))["view"] == first
     backend.store_result(task_id(job.id, "vgg16"), {**result.to_json(), "embedded": 0}, "SUCCESS")
     assert client.get("/api/v1/jobs/job1?wait=1").get_json() == first
+
+
+def test_the_generated_document_marks_writes_with_a_padlock_and_reads_as_optional(redis_url):
+    app = create_app(GatewaySettings(redis_url=redis_url))
+    spec = app.test_client().get("/api/v1/openapi.json").get_json()
+    assert spec["paths"]["/images"]["post"]["security"] == [{"ApiKey": []}]
+    assert spec["paths"]["/images"]["get"]["security"] == [{}, {"ApiKey": []}]
+    assert spec["paths"]["/health"]["get"]["security"] == []
+    k = spec["components"]["schemas"]["SearchForm"]["properties"]["k"]
+    settings = app.extensions["settings"]
+    assert (k["maximum"], k["default"]) == (settings.max_k, settings.default_k)
+
+
+@pytest.mark.parametrize("path", ["/api/v1/docs", "/api/v1/docs/"])
+def test_the_docs_page_answers_with_or_without_a_trailing_slash(redis_url, path):
+    page = create_app(GatewaySettings(redis_url=redis_url)).test_client().get(path)
+    assert page.status_code == 200
+    assert 'data-spec-url="/api/v1/openapi.json"' in page.text
+    assert 'href="/vendor/swagger-ui/swagger-ui.css"' in page.text
