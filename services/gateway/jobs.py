@@ -188,14 +188,17 @@ def job_view(job: JobRecord) -> dict[str, Any]:
     if stored is not None:
         return _as_read_now(json.loads(stored), job)
     merged = _build_view(job)
+    final = merged["status"] in FINAL_STATUSES
+    candidates = _candidate_ids(merged) if final else []
+    # Read before the view is cut: an image deleted in between makes the next read cut again.
+    present = sorted(catalog().existing(candidates)) if candidates else []
     view = _with_search_results(merged, job) if job.kind == "search" else merged
-    if view["status"] in FINAL_STATUSES:
-        candidates = _candidate_ids(merged)
+    if final:
         record = {
             "view": view,
             "merged": merged if candidates else None,
             "candidates": candidates,
-            "present": sorted(catalog().existing(candidates)) if candidates else [],
+            "present": present,
         }
         client.set(keys.job_view(job.id), json.dumps(record), ex=settings().job_ttl_seconds)
     return view
