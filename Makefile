@@ -46,11 +46,11 @@ eval: $(STAMP)
 # adds one to the deployment at REDIS_URL. README.md, "Moving an index".
 export: $(STAMP)
 	@test -n "$(METHOD)" -a -n "$(OUT)" || (echo "usage: make export METHOD=vgg16|autoencoder OUT=<file.npz> [VERSION=<version>]" && exit 2)
-	$(BIN)/python -m shared.index_transfer export "$(METHOD)" "$(OUT)" $(if $(VERSION),--version "$(VERSION)")
+	$(BIN)/python -m tools.index_transfer export "$(METHOD)" "$(OUT)" $(if $(VERSION),--version "$(VERSION)")
 
 import: $(STAMP)
 	@test -n "$(IN)" || (echo "usage: make import IN=<file.npz>" && exit 2)
-	$(BIN)/python -m shared.index_transfer import "$(IN)"
+	$(BIN)/python -m tools.index_transfer import "$(IN)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -21,7 +21,7 @@ from celery import Task
 from shared import keys, names
 from shared.celery_app import make_celery
 from shared.logs import configure_logging
-from shared.worker import TRANSIENT_ERRORS, Embedder, MethodService, register_method_tasks
+from shared.runtime.worker import TRANSIENT_ERRORS, Embedder, MethodService, register_method_tasks
 
 from .settings import AutoencoderSettings
 
@@ -46,7 +46,7 @@ class AutoencoderService(MethodService):
     def load(self) -> None:
         """Set up TensorFlow and load the models in use now (if any) before taking work."""
         if not self._precision_set:
-            from shared.ml.runtime import configure_precision
+            from shared.runtime.ml import configure_precision
 
             policy = configure_precision(self.ae_settings.autoencoder_precision)
             self._precision_set = True
@@ -92,7 +92,7 @@ class AutoencoderService(MethodService):
 
     def train(self, job_id: str, options: dict[str, Any], report) -> dict[str, Any]:
         """Train on the current catalogue, build the new version's index, then activate it."""
-        from shared.ml.runtime import decode_images
+        from shared.runtime.ml import decode_images
 
         from .model import AutoencoderEmbedder
         from .training import (

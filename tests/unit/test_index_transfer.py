@@ -13,7 +13,7 @@ from PIL import Image
 
 from shared.catalog import ImageMeta
 from shared.images import canonicalize
-from shared.index_transfer import (
+from tools.index_transfer import (
     FORMAT,
     ImageEntry,
     IndexFile,

@@ -15,8 +15,8 @@ from shared import names
 from shared.catalog import Catalog
 from shared.images import canonicalize
 from shared.index_store import IndexStore
-from shared.vector_index import vector_to_bytes
-from shared.worker_metrics import observe_batch, observe_search, start_metrics_server
+from shared.runtime.vector_index import vector_to_bytes
+from shared.runtime.worker_metrics import observe_batch, observe_search, start_metrics_server
 from tests.conftest import fresh_database
 
 

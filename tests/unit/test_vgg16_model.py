@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from services.vgg16.model import Vgg16Embedder
 from services.vgg16.settings import Vgg16Settings
 from services.vgg16.weights import CONVERTED_FILE, WeightsUnavailableError
-from shared.ml.runtime import (
+from shared.runtime.ml import (
     cpu_bfloat16_flags,
     cpu_supports_bfloat16,
     decode_images,
@@ -89,7 +89,7 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sum(a * b, axis=1)
 
 
-# Input pipeline (shared/ml/runtime.py)
+# Input pipeline (shared/runtime/ml.py)
 
 
 def test_decode_images_squashes_every_mode_to_rgb():

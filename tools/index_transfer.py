@@ -1,7 +1,7 @@
 """Export and import of one method's index as a .npz file, so a catalogue embedded once can move.
 
-    python -m shared.index_transfer export METHOD FILE [--version V]
-    python -m shared.index_transfer import FILE
+    python -m tools.index_transfer export METHOD FILE [--version V]
+    python -m tools.index_transfer import FILE
 
 The file (NumPy's .npz: a zip of .npy arrays, read without pickle) holds one model version's
 vectors, the catalogue entries they were made from (canonical JPEG, thumbnail, metadata) and,
@@ -40,8 +40,8 @@ from shared import keys, names
 from shared.catalog import Catalog, ImageMeta
 from shared.images import ImageRejected, validate_image_id
 from shared.index_store import IndexStore
+from shared.runtime.vector_index import VECTOR_DTYPE, vector_from_bytes, vector_to_bytes
 from shared.settings import CommonSettings, redis_client
-from shared.vector_index import VECTOR_DTYPE, vector_from_bytes, vector_to_bytes
 
 FORMAT: Final = "imgsearch-index/1"
 # What each method's scores mean (the embedders say the same; importing the autoencoder's
@@ -592,7 +592,7 @@ def _activate(store: IndexStore, catalog: Catalog, method: str, version: str) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m shared.index_transfer",
+        prog="python -m tools.index_transfer",
         description="Move a method's index (vectors, catalogue images, model) between "
         "deployments as a .npz file. Talks to the Redis at REDIS_URL.",
     )
