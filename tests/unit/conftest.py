@@ -15,7 +15,7 @@ def vgg16_weights_dir() -> Path:
     reuses the file afterwards, as `make weights` does.
     """
     from services.vgg16.settings import Vgg16Settings
-    from services.vgg16.weights import ensure_converted
+    from tools.vgg16_weights import ensure_converted
 
     directory = Vgg16Settings().vgg16_weights_dir
     if not directory.is_absolute():
