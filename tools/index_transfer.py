@@ -24,7 +24,6 @@ import os
 import re
 import sys
 import tempfile
-import time
 import zipfile
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -40,6 +39,7 @@ from shared import keys, names
 from shared.catalog import Catalog, ImageMeta
 from shared.images import ImageRejected, validate_image_id
 from shared.index_store import IndexStore
+from shared.model_store import MODEL_ARTIFACTS, ModelFile, ModelStore
 from shared.runtime.vector_index import VECTOR_DTYPE, vector_from_bytes, vector_to_bytes
 from shared.settings import CommonSettings, redis_client
 
@@ -47,9 +47,6 @@ FORMAT: Final = "imgsearch-index/1"
 # What each method's scores mean (the embedders say the same; importing the autoencoder's
 # would load Keras).
 METRICS: Final = {"vgg16": "cosine", "autoencoder": "euclidean"}
-# Training artifacts kept with a model version (keys.model_artifact), and only these: a
-# name is part of a Redis key, so a file must not name another key (":meta").
-MODEL_ARTIFACTS: Final = ("loss_curve", "preview")
 BATCH: Final = 256  # images per Redis round trip (a few MB of JPEGs)
 
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -69,15 +66,6 @@ class ImageEntry:
     meta: ImageMeta
     jpeg: bytes
     thumbnail: bytes
-
-
-@dataclass(frozen=True)
-class ModelFile:
-    """An autoencoder version as Redis stores it: Keras' .keras bytes, meta JSON, PNGs."""
-
-    blob: bytes
-    meta_json: str
-    artifacts: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -384,7 +372,11 @@ def export_index(
     version = version or store.versions(method).active
     if version is None:
         raise TransferRefused(f"{method} has no active version; name one with --version")
-    model = _read_model(client, method, version) if method == "autoencoder" else None
+    model = None
+    if method == "autoencoder":
+        model = ModelStore(client).read(method, version)
+        if model is None:
+            raise TransferRefused(f"no {method} model is stored as version {version!r}")
     images: list[ImageEntry] = []
     vectors: list[np.ndarray] = []
     dim: int | None = None
@@ -436,22 +428,6 @@ def _read_entries(
             yield ImageEntry(ImageMeta.from_json(meta), jpeg, thumb), vector
 
 
-def _read_model(client: redis.Redis, method: str, version: str) -> ModelFile:
-    pipe = client.pipeline(transaction=True)
-    pipe.get(keys.model_blob(method, version))
-    pipe.get(keys.model_meta(method, version))
-    for name in MODEL_ARTIFACTS:
-        pipe.get(keys.model_artifact(method, version, name))
-    blob, meta, *artifacts = pipe.execute()
-    if blob is None:
-        raise TransferRefused(f"no {method} model is stored as version {version!r}")
-    return ModelFile(
-        blob,
-        (meta or b"{}").decode(),
-        {n: data for n, data in zip(MODEL_ARTIFACTS, artifacts, strict=True) if data},
-    )
-
-
 @dataclass
 class ImportSummary:
     method: str
@@ -500,7 +476,8 @@ def import_index(client: redis.Redis, index: IndexFile, batch: int = BATCH) -> I
     # "being built", as during a training: images uploaded meanwhile are embedded into it.
     activate = index.model is not None and store.versions(method).active is None
     if index.model is not None:
-        stored = _store_model(client, index, building=activate)
+        # Stored as the trainer stores it; "being built" until activated below.
+        stored = ModelStore(client).save(method, version, index.model, building=activate)
         summary.notes.append(f"model: {'stored' if stored else 'already stored'}")
     for start in range(0, len(index.images), batch):
         entries = index.images[start : start + batch]
@@ -547,29 +524,9 @@ def _check_target(client: redis.Redis, store: IndexStore, index: IndexFile) -> N
     if sample and len(sample[1]) != index.dim * VECTOR_DTYPE.itemsize:
         raise TransferRefused(f"the {method} index {version} here holds vectors of another size")
     if index.model is not None:
-        stored = client.get(keys.model_blob(method, version))
+        stored = ModelStore(client).blob(method, version)
         if stored is not None and stored != index.model.blob:
             raise TransferRefused(f"another model is stored here as {method} version {version}")
-
-
-def _store_model(client: redis.Redis, index: IndexFile, building: bool) -> bool:
-    """Store the model version as the trainer does, if absent; True if it was."""
-    method, version, model = index.method, index.model_version, index.model
-    assert model is not None
-    pipe = client.pipeline(transaction=True)
-    if building:
-        pipe.sadd(keys.building_versions(method), version)
-    absent = not client.exists(keys.model_blob(method, version))
-    if absent:
-        created = json.loads(model.meta_json).get("created_at")
-        pipe.set(keys.model_blob(method, version), model.blob)
-        pipe.set(keys.model_meta(method, version), model.meta_json)
-        for name, data in model.artifacts.items():
-            pipe.set(keys.model_artifact(method, version, name), data)
-        score = created if isinstance(created, int | float) else time.time()
-        pipe.zadd(keys.model_versions(method), {version: score}, nx=True)
-    pipe.execute()
-    return absent
 
 
 def _activate(store: IndexStore, catalog: Catalog, method: str, version: str) -> str:

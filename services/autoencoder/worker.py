@@ -21,6 +21,7 @@ from celery import Task
 from shared import keys, names
 from shared.celery_app import make_celery
 from shared.logs import configure_logging
+from shared.model_store import ModelFile, ModelStore
 from shared.runtime.worker import TRANSIENT_ERRORS, Embedder, MethodService, register_method_tasks
 
 from .settings import AutoencoderSettings
@@ -42,6 +43,7 @@ class AutoencoderService(MethodService):
         self._embedders: OrderedDict[str, Embedder] = OrderedDict()
         self._lock = threading.Lock()
         self._precision_set = False
+        self.models = ModelStore(self.redis)
 
     def load(self) -> None:
         """Set up TensorFlow and load the models in use now (if any) before taking work."""
@@ -59,7 +61,7 @@ class AutoencoderService(MethodService):
             if version in self._embedders:
                 self._embedders.move_to_end(version)
                 return self._embedders[version]
-        blob = self.redis.get(keys.model_blob(METHOD, version))
+        blob = self.models.blob(METHOD, version)
         if blob is None:
             raise LookupError(f"autoencoder model version {version!r} is not stored")
         from .model import AutoencoderEmbedder
@@ -160,16 +162,9 @@ class AutoencoderService(MethodService):
         }
         # Register the version as "being built" before listing the catalogue: an image added
         # after this point is embedded into the new index by its own indexing task.
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(keys.model_blob(METHOD, version), outcome.model_bytes)
-        pipe.set(keys.model_meta(METHOD, version), json.dumps(meta))
-        pipe.zadd(keys.model_versions(METHOD), {version: meta["created_at"]})
-        pipe.set(
-            keys.model_artifact(METHOD, version, "loss_curve"), loss_curve_png(outcome.history)
-        )
-        pipe.set(keys.model_artifact(METHOD, version, "preview"), preview)
-        pipe.sadd(keys.building_versions(METHOD), version)
-        pipe.execute()
+        artifacts = {"loss_curve": loss_curve_png(outcome.history), "preview": preview}
+        model = ModelFile(outcome.model_bytes, json.dumps(meta), artifacts)
+        self.models.save(METHOD, version, model, building=True)
         self.remember(embedder)
         ids = self.catalog.ids()
         step = max(self.batch_size, 256)
