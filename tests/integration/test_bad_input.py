@@ -1,6 +1,6 @@
 """Bad and unusual input through HTTP: each format indexed and found, each fault a clear 4xx.
 
-Unit tests (tests/unit/test_images.py) check canonicalisation pixel by pixel; these check the
+Unit tests (tests/fast/test_images.py) check canonicalisation pixel by pixel; these check the
 same cases end to end: every format goes through the gateway, a worker embeds it, and a
 search finds it; every kind of bad upload gets a 4xx a person understands; and after all of
 it the workers are still there and a normal search works.

@@ -15,15 +15,15 @@ from shared.catalog import Catalog
 from shared.index_store import IndexStore
 from shared.runtime.vector_index import vector_to_bytes
 from tests.conftest import ROOT, fresh_database
-from tests.integration.conftest import base_env, stopping
-from tests.integration.system import start_system
-from tests.unit.test_index_transfer import (
+from tests.fast.test_index_transfer import (
     VGG16_VERSION,
     autoencoder_file,
     autoencoder_version,
     image_entries,
     vgg16_file,
 )
+from tests.integration.conftest import base_env, stopping
+from tests.integration.system import start_system
 from tools.index_transfer import (
     IndexFile,
     ModelFile,
