@@ -1,11 +1,8 @@
 """/metrics of the gateway (against a real Redis) and the worker metrics server."""
 
-import io
-
 import numpy as np
 import pytest
 import requests
-from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.gateway.app import create_app
@@ -18,6 +15,7 @@ from shared.index_store import IndexStore
 from shared.runtime.vector_index import vector_to_bytes
 from shared.runtime.worker_metrics import observe_batch, observe_search, start_metrics_server
 from tests.conftest import fresh_database
+from tests.helpers.images import solid
 
 
 def scrape(text: str) -> dict[str, list]:
@@ -26,12 +24,6 @@ def scrape(text: str) -> dict[str, list]:
     for family in text_string_to_metric_families(text):
         families[family.name] = [(s.name, s.labels, s.value) for s in family.samples]
     return families
-
-
-def jpeg() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (32, 24), (200, 40, 40)).save(buffer, "JPEG")
-    return buffer.getvalue()
 
 
 @pytest.fixture
@@ -45,7 +37,7 @@ def gateway(redis_url):
 def test_metrics_after_a_few_requests(gateway):
     client = gateway.test_client()
     redis = gateway.extensions["redis"]
-    image = canonicalize(jpeg(), max_side=512, max_pixels=10**6)
+    image = canonicalize(solid((200, 40, 40), (32, 24), "JPEG"), max_side=512, max_pixels=10**6)
     Catalog(redis).put("red-1", image, filename="red.jpg", metadata={})
     store = IndexStore(redis)
     store.add_vectors("vgg16", "vgg16-test", {"red-1": vector_to_bytes(np.ones(4, np.float32))})

@@ -15,7 +15,7 @@ from shared.catalog import Catalog
 from shared.index_store import IndexStore
 from shared.runtime.vector_index import vector_to_bytes
 from tests.conftest import ROOT, fresh_database
-from tests.fast.test_index_transfer import (
+from tests.helpers.index_files import (
     VGG16_VERSION,
     autoencoder_file,
     autoencoder_version,

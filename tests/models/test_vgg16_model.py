@@ -16,14 +16,9 @@ from shared.runtime.ml import (
     decode_images,
     policy_for,
 )
+from tests.helpers.images import jpeg
 
 BATCH = 4  # small, so warm-up is quick and 6 images span two batches
-
-
-def jpeg(image: Image.Image) -> bytes:
-    out = io.BytesIO()
-    image.convert("RGB").save(out, "JPEG", quality=90)
-    return out.getvalue()
 
 
 def photo_like(seed: int) -> Image.Image:
