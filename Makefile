@@ -5,13 +5,20 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WEIGHTS := var/weights/vgg16_imagenet_notop.weights.h5
 
-.PHONY: run test test-deploy images lint weights install clean bench bench-search eval export import
+.PHONY: run test test-fast test-deploy images lint weights install clean bench bench-search eval export import
 
 run: $(STAMP) $(WEIGHTS)
 	$(BIN)/python -m deploy.launcher
 
+# Every tier: tests/fast, tests/models (real VGG16 weights, Keras training), tests/integration
+# (real Redis, Celery workers, gateway, Chromium) and tests/deploy. README.md, "Development".
 test: $(STAMP) $(WEIGHTS)
 	$(BIN)/python -m pytest -q
+
+# The fast tier alone (tests/fast): pure functions, the index file format, the vector index and
+# the gateway through Flask's test client against a real Redis; no TensorFlow model is loaded.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q tests/fast
 
 # Every image docker-compose.yml uses: official bases where a registry answers, else bases
 # bootstrapped from the Debian mirror apt uses (LOCAL_BASE=1 forces them, LOCAL_BASE=0 the
