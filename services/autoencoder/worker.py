@@ -182,14 +182,14 @@ class AutoencoderService(MethodService):
         }
 
     def renew_training_lease(self, job_id: str) -> None:
-        lock = keys.training_lock(METHOD)
-        if (self.redis.get(lock) or b"").decode() == job_id:
-            self.redis.expire(lock, keys.TRAINING_LEASE_SECONDS)
+        lease = keys.training_lease(METHOD)
+        if (self.redis.get(lease) or b"").decode() == job_id:
+            self.redis.expire(lease, keys.TRAINING_LEASE_SECONDS)
 
-    def release_training_lock(self, job_id: str) -> None:
-        lock = keys.training_lock(METHOD)
-        if (self.redis.get(lock) or b"").decode() == job_id:
-            self.redis.delete(lock)
+    def release_training_lease(self, job_id: str) -> None:
+        lease = keys.training_lease(METHOD)
+        if (self.redis.get(lease) or b"").decode() == job_id:
+            self.redis.delete(lease)
 
 
 settings = AutoencoderSettings()
@@ -203,7 +203,7 @@ class TrainTask(Task):
     def after_return(self, status, retval, task_id, args, kwargs, einfo) -> None:
         # After the result is stored: a client never sees the lease gone while the job still
         # looks running (which would read as a dead trainer).
-        service.release_training_lock(args[0])
+        service.release_training_lease(args[0])
 
 
 @app.task(

@@ -533,7 +533,7 @@ def _fail_if_trainer_died(job: JobRecord, outcome: dict[str, Any]) -> None:
     """A running training whose lease lapsed lost its worker: say so instead of "running"."""
     if outcome["status"] != "running":
         return
-    holder = _redis().get(keys.training_lock("autoencoder"))
+    holder = _redis().get(keys.training_lease("autoencoder"))
     if holder is None or holder.decode() != job.id:
         outcome["status"] = "failed"
         outcome["error"] = (
@@ -624,7 +624,7 @@ def start_training():
         raise ApiError(409, "empty_catalogue", "add images before training the autoencoder")
     job_id = _queue_training(options)
     if job_id is None:
-        running = (_redis().get(keys.training_lock("autoencoder")) or b"").decode()
+        running = (_redis().get(keys.training_lease("autoencoder")) or b"").decode()
         raise ApiError(409, "training_in_progress", "a training is already running", job_id=running)
     return _accepted({"kind": "train"}, job_id)
 
@@ -638,14 +638,14 @@ def _queue_training(options: dict[str, Any], trigger: str = "request") -> str | 
         params={**options, "trigger": trigger},
         deadline=_deadline("train"),
     )
-    lock_key = keys.training_lock("autoencoder")
-    if not _redis().set(lock_key, job.id, nx=True, ex=keys.TRAINING_LEASE_SECONDS):
+    lease_key = keys.training_lease("autoencoder")
+    if not _redis().set(lease_key, job.id, nx=True, ex=keys.TRAINING_LEASE_SECONDS):
         return None
     try:
         _store_job(job)
         _send(job, names.TASK_TRAIN_AUTOENCODER, "autoencoder", 0, [job.id, options])
     except Exception:
-        _redis().delete(lock_key)  # nothing was queued: do not block the next attempt
+        _redis().delete(lease_key)  # nothing was queued: do not block the next attempt
         raise
     log.info("training queued", extra={"job_id": job.id, "options": options, "trigger": trigger})
     return job.id
