@@ -175,8 +175,8 @@ def bench_service(data: Path, workdir: Path) -> dict[str, Any]:
     ceiling = BareModel(paths[:BARE_MODEL_IMAGES], "bfloat16")
     for run in range(REPEATS):
         # The ceiling right before and after each run: this host's speed drifts within
-        # minutes (the same batch took 0.6 s or 1.3 s), so service and model compare only
-        # side by side.
+        # minutes (README.md, "Catalogue scale"), so service and model compare only side by
+        # side.
         ceiling_before = ceiling.images_per_second()
         system = System(workdir / f"run{run}")
         try:

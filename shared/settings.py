@@ -46,7 +46,8 @@ class CommonSettings(BaseSettings):
     # in one forward pass (shared/runtime/search_batching.py); 1 = one at a time, batching off.
     search_batch_size: int = Field(default=16, ge=1, le=64)
     # Workers: how long the first search of a batch may wait for others to arrive. A lone
-    # query pays it in full, so keep it a small fraction of one embedding (~70-200 ms).
+    # query pays it in full, so keep it a small fraction of one embedding (README.md,
+    # "Searches under load").
     search_batch_wait_ms: float = Field(default=5.0, ge=0, le=1000)
 
     @model_validator(mode="after")

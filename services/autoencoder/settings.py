@@ -36,8 +36,8 @@ class AutoencoderSettings(CommonSettings):
     # within 10 minutes; the learning rate's cosine decay is spread over it. 0 = no limit.
     # Quality still rises with time (more epochs): see tools/autoencoder_research.py.
     autoencoder_time_budget_seconds: float = Field(default=540, ge=0)
-    # "auto" trains in mixed_bfloat16 where the CPU has bfloat16 units (about 25% faster
-    # per epoch here) and float32 elsewhere. Stored models and vectors are float32.
+    # "auto" trains in mixed_bfloat16 where the CPU has bfloat16 units (faster per epoch)
+    # and float32 elsewhere. Stored models and vectors are float32.
     autoencoder_precision: Literal["auto", "float32", "bfloat16"] = "auto"
 
     @field_validator("autoencoder_input_size")

@@ -533,7 +533,8 @@ def test_json_bodies_over_the_limit_are_refused_before_parsing(redis_url, tmp_pa
             chunks = (body[i : i + 65536] for i in range(0, 4_000_000, 65536))
             response = requests.post(url, data=chunks, headers=headers, timeout=60)
             assert_error(response, 413, "json_too_large")
-        # Parsing that body took 345 MB; refusing it takes next to nothing.
+        # Parsing that body costs hundreds of MB (README.md, "Measured here"); refusing it
+        # takes next to nothing.
         assert memory_mb(pid, "VmHWM") - before < 100
         # Below the limit JSON is read as before.
         response = requests.post(calls["lookup"][0], json={"ids": ["nope", "x"]}, timeout=10)
