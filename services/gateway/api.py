@@ -30,6 +30,7 @@ from shared.jobs import (
     status_from_celery,
     timed_out,
 )
+from shared.model_store import ModelStore
 
 from .app import (
     ApiError,
@@ -657,8 +658,9 @@ def list_autoencoder_models():
     client = _redis()
     store = IndexStore(client)
     active, building, _ = store.versions("autoencoder")
-    versions = [v.decode() for v in client.zrevrange(keys.model_versions("autoencoder"), 0, -1)]
-    metas = client.mget([keys.model_meta("autoencoder", v) for v in versions]) if versions else []
+    models = ModelStore(client)
+    versions = models.versions("autoencoder")
+    metas = models.metas("autoencoder", versions)
     return jsonify(
         {
             "active": active,
@@ -674,7 +676,7 @@ def list_autoencoder_models():
                     "preview_url": url_for(
                         "api.get_training_artifact", version=version, artifact="preview"
                     ),
-                    **{k: v for k, v in json.loads(meta or "{}").items() if k != "history"},
+                    **{k: v for k, v in meta.items() if k != "history"},
                 }
                 for version, meta in zip(versions, metas, strict=True)
             ],
@@ -683,7 +685,7 @@ def list_autoencoder_models():
 
 
 def _known_version(version: str) -> str:
-    if _redis().zscore(keys.model_versions("autoencoder"), version) is None:
+    if not ModelStore(_redis()).is_stored("autoencoder", version):
         raise ApiError(404, "version_not_found", f"no autoencoder model version {version!r}")
     return version
 
@@ -717,7 +719,7 @@ def activate_autoencoder_version(version: str):
 @read_access
 def get_training_artifact(version: str, artifact: str):
     name = {"loss-curve": "loss_curve", "preview": "preview"}[artifact]
-    data = _redis().get(keys.model_artifact("autoencoder", _known_version(version), name))
+    data = ModelStore(_redis()).artifact("autoencoder", _known_version(version), name)
     if data is None:
         raise ApiError(404, "artifact_not_found", f"version {version!r} has no {artifact} image")
     return _image_response(data, "image/png")
