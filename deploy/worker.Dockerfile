@@ -33,7 +33,7 @@ COPY shared/ /tmp/src/shared/
 COPY services/ /tmp/src/services/
 COPY client/ /tmp/src/client/
 # Index transfer runs in a worker container (README, "Moving an index"); .dockerignore lets
-# in only that tool and the weights command, never the lab notebook.
+# in only index transfer and the weights command, never the lab notebook.
 COPY tools/ /tmp/src/tools/
 RUN cp pyproject.toml /tmp/src/ \
  && pip install --no-deps --no-build-isolation /tmp/src \

@@ -11,7 +11,7 @@ from tests.helpers.index_files import (
     keras_file,
     vgg16_file,
 )
-from tools.index_transfer import (
+from tools.index_transfer.file_format import (
     FORMAT,
     IndexFile,
     TransferRefused,

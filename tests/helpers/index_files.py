@@ -1,4 +1,4 @@
-"""Index files (tools/index_transfer.py) built in memory, for the format and transfer tests."""
+"""Index files (tools/index_transfer/) built in memory, for the format and transfer tests."""
 
 import hashlib
 import io
@@ -11,7 +11,7 @@ import numpy as np
 from shared.catalog import ImageMeta
 from shared.images import canonicalize
 from tests.helpers.images import solid
-from tools.index_transfer import ImageEntry, IndexFile, ModelFile
+from tools.index_transfer.file_format import ImageEntry, IndexFile, ModelFile
 
 VGG16_VERSION = "vgg16-imagenet-pool512"
 

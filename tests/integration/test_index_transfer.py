@@ -24,7 +24,7 @@ from tests.helpers.index_files import (
 )
 from tests.integration.conftest import base_env, stopping
 from tests.integration.system import start_system
-from tools.index_transfer import (
+from tools.index_transfer.file_format import (
     IndexFile,
     ModelFile,
     TransferRefused,
