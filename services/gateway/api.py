@@ -85,6 +85,7 @@ def _image_links(image_id: str) -> dict[str, str]:
 def _describe(meta: ImageMeta) -> dict[str, Any]:
     return {
         "id": meta.id,
+        "label": meta.label,
         "filename": meta.filename,
         "width": meta.width,
         "height": meta.height,
@@ -579,7 +580,9 @@ def _add_search_results(view: dict[str, Any], job: JobRecord) -> None:
 
     def describe(image_id: str) -> dict[str, Any] | None:
         meta = metas.get(image_id)
-        return None if meta is None else {"filename": meta.filename, **_image_links(image_id)}
+        if meta is None:
+            return None
+        return {"label": meta.label, "filename": meta.filename, **_image_links(image_id)}
 
     k = job.params.get("k", settings().default_k)
     weights = settings().fusion_weights

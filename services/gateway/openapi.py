@@ -154,9 +154,14 @@ def _schemas() -> dict[str, Any]:
         },
         "Image": {
             "type": "object",
-            "required": ["id", "width", "height", "added_at", "metadata", *links],
+            "required": ["id", "label", "width", "height", "added_at", "metadata", *links],
             "properties": {
-                "id": {"type": "string", "example": "Lemon-0"},
+                "id": {"type": "string", "example": "3f1b0c7e9a2d4b6c8e0f1a2b3c4d5e6f"},
+                "label": {
+                    "type": "string",
+                    "description": "What a person calls the image: metadata.label, else the "
+                    "file name, else the id.",
+                },
                 "filename": NULLABLE_STRING,
                 "width": {"type": "integer"},
                 "height": {"type": "integer"},
@@ -251,6 +256,11 @@ def _schemas() -> dict[str, Any]:
                     "type": "object",
                     "description": "Fused results: the rank in each method's list.",
                     "additionalProperties": {"type": "integer"},
+                },
+                "label": {
+                    "type": "string",
+                    "description": "What a person calls the image: metadata.label, else the "
+                    "file name, else the id.",
                 },
                 "filename": NULLABLE_STRING,
                 **links,

@@ -49,6 +49,8 @@ def test_metrics_after_a_few_requests(gateway):
     assert client.get("/api/v1/images/nobody").status_code == 404
     assert client.delete("/api/v1/images/red-1").status_code == 401
     assert client.get("/no/such/page").status_code == 404
+    artifact = "/api/v1/models/autoencoder/versions/ae-none/preview.png"
+    assert client.get(artifact).status_code == 404
     response = client.get("/metrics")
     assert response.status_code == 200
     assert response.content_type.startswith("text/plain")
@@ -67,6 +69,12 @@ def test_metrics_after_a_few_requests(gateway):
     assert requests_total[("/api/v1/images/<image_id>", "DELETE", "401")] == 1
     assert requests_total[("<unmatched>", "GET", "404")] == 1
     assert not any("red-1" in route or "nobody" in route for route, _, _ in requests_total)
+    # A converter is not part of the route's name.
+    artifact_route = "/api/v1/models/autoencoder/versions/<version>/<artifact>.png"
+    assert requests_total[(artifact_route, "GET", "404")] == 1
+    # No *_created series beside the counters and histograms.
+    samples = [s[0] for family in metrics.values() for s in family]
+    assert not [name for name in samples if name.endswith("_created")]
     counts = {
         s[1]["route"]: s[2]
         for s in metrics["imgsearch_http_request_duration_seconds"]
@@ -114,3 +122,4 @@ def test_worker_metrics_server():
         assert count[0][2] >= 1, name
     embedded = [s for s in metrics["imgsearch_worker_embedded_images"] if s[0].endswith("_total")]
     assert embedded[0][2] >= 32
+    assert not [s for family in metrics.values() for s in family if s[0].endswith("_created")]
