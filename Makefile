@@ -5,13 +5,20 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WEIGHTS := var/weights/vgg16_imagenet_notop.weights.h5
 
-.PHONY: run test test-deploy images lint weights install clean bench bench-search eval export import
+.PHONY: run test test-fast test-deploy images lint weights install clean bench bench-search eval export import
 
 run: $(STAMP) $(WEIGHTS)
 	$(BIN)/python -m deploy.launcher
 
+# Every tier: tests/fast, tests/models (real VGG16 weights, Keras training), tests/integration
+# (real Redis, Celery workers, gateway, Chromium) and tests/deploy. README.md, "Development".
 test: $(STAMP) $(WEIGHTS)
 	$(BIN)/python -m pytest -q
+
+# The fast tier alone (tests/fast): pure functions, the index file format, the vector index and
+# the gateway through Flask's test client against a real Redis; no TensorFlow model is loaded.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q tests/fast
 
 # Every image docker-compose.yml uses: official bases where a registry answers, else bases
 # bootstrapped from the Debian mirror apt uses (LOCAL_BASE=1 forces them, LOCAL_BASE=0 the
@@ -46,11 +53,11 @@ eval: $(STAMP)
 # adds one to the deployment at REDIS_URL. README.md, "Moving an index".
 export: $(STAMP)
 	@test -n "$(METHOD)" -a -n "$(OUT)" || (echo "usage: make export METHOD=vgg16|autoencoder OUT=<file.npz> [VERSION=<version>]" && exit 2)
-	$(BIN)/python -m shared.index_transfer export "$(METHOD)" "$(OUT)" $(if $(VERSION),--version "$(VERSION)")
+	$(BIN)/python -m tools.index_transfer export "$(METHOD)" "$(OUT)" $(if $(VERSION),--version "$(VERSION)")
 
 import: $(STAMP)
 	@test -n "$(IN)" || (echo "usage: make import IN=<file.npz>" && exit 2)
-	$(BIN)/python -m shared.index_transfer import "$(IN)"
+	$(BIN)/python -m tools.index_transfer import "$(IN)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
@@ -67,9 +74,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[worker,local,dev]'
 	touch $(STAMP)
 
-# Real ImageNet VGG16 weights, obtained offline (see services/vgg16/weights.py).
+# Real ImageNet VGG16 weights, obtained offline (see tools/vgg16_weights.py).
 $(WEIGHTS): | $(STAMP)
-	$(BIN)/python -m services.vgg16.weights fetch --dest var/weights
+	$(BIN)/python -m tools.vgg16_weights fetch --dest var/weights
 
 clean:
 	rm -rf $(VENV) var/logs

@@ -45,7 +45,7 @@ from deploy.launcher import (
     start_worker,
     wait_until,
 )
-from shared.ml.runtime import cpu_bfloat16_flags, decode_images
+from shared.runtime.ml import cpu_bfloat16_flags, decode_images
 
 ROOT = Path(__file__).resolve().parent.parent
 REPEATS = 3
@@ -175,8 +175,8 @@ def bench_service(data: Path, workdir: Path) -> dict[str, Any]:
     ceiling = BareModel(paths[:BARE_MODEL_IMAGES], "bfloat16")
     for run in range(REPEATS):
         # The ceiling right before and after each run: this host's speed drifts within
-        # minutes (the same batch took 0.6 s or 1.3 s), so service and model compare only
-        # side by side.
+        # minutes (README.md, "Catalogue scale"), so service and model compare only side by
+        # side.
         ceiling_before = ceiling.images_per_second()
         system = System(workdir / f"run{run}")
         try:
@@ -447,7 +447,7 @@ def synthetic_vectors(rng, n: int, dim: int, clustered: bool = True) -> np.ndarr
 def bench_search(sizes=SEARCH_SIZES, dim: int = 512) -> list[dict[str, Any]]:
     """Exact and graph (HNSW + exact re-ranking) search over synthetic vectors, through the
     same calls a worker replica makes: latency, build time, memory, recall@10 vs exact."""
-    from shared.vector_index import GraphIndex, VectorIndex, candidate_count
+    from shared.runtime.vector_index import GraphIndex, VectorIndex, candidate_count
 
     rows = []
     cases = [(size, True) for size in sizes] + [(UNIFORM_SIZE, False)]

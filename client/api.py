@@ -14,6 +14,15 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".
 class ClientError(Exception):
     """Anything that went wrong talking to the service, said plainly."""
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # the HTTP status when the service answered with an error
+
+    @property
+    def refused_access(self) -> bool:
+        """A missing or wrong key: every further request would be refused the same way."""
+        return self.status in (401, 403)
+
 
 def image_files(folder: Path) -> list[Path]:
     """Every image file below a folder, in a stable order."""
@@ -56,7 +65,7 @@ class ApiClient:
                 message = error["message"]
             except (ValueError, KeyError, TypeError):
                 message = response.text[:200] or response.reason
-            raise ClientError(f"{response.status_code}: {message}")
+            raise ClientError(f"{response.status_code}: {message}", response.status_code)
         if response.headers.get("Content-Type", "").startswith("application/json"):
             return response.json()
         return response.content

@@ -80,6 +80,9 @@ def index_folder(
                 try:
                     stored, rejected, job = future.result()
                 except ClientError as err:
+                    if err.refused_access:  # every other batch would be refused alike
+                        pool.shutdown(wait=False, cancel_futures=True)
+                        raise
                     summary.failed += [{"file": str(p), "reason": str(err)} for p in chunk]
                     bar.update(len(chunk))
                     continue
@@ -108,21 +111,44 @@ def print_index_summary(summary: IndexSummary) -> None:
         print(f"  failed: {failure['file']}: {failure['reason']}")
 
 
-def search_rows(job: dict[str, Any]) -> list[tuple[str, ...]]:
-    columns = {m: o.get("results", []) for m, o in job["methods"].items()}
-    columns["fused"] = job.get("fused", {}).get("results", [])
-    depth = max((len(c) for c in columns.values()), default=0)
-    rows = []
-    for rank in range(depth):
-        row = [str(rank + 1)]
-        for results in columns.values():
-            row.append(
-                f"{results[rank]['id'][:24]} ({results[rank]['score']:.3f})"
-                if rank < len(results)
-                else ""
+def result_label(result: dict[str, Any]) -> str:
+    """What a person calls an image (the service's label: metadata.label, else the file name)."""
+    return str(result.get("label") or result.get("filename") or "?")
+
+
+def search_sections(job: dict[str, Any]) -> list[tuple[str, list[tuple[str, ...]]]]:
+    """One titled table per method, then the fused list: rank, score, label, the full id
+    (what `imgsearch delete` takes) and, for the fused list, the rank in each method."""
+    sections = []
+    for method, outcome in job["methods"].items():
+        if not outcome.get("results"):
+            continue
+        better = "higher" if outcome.get("higher_is_better", True) else "lower"
+        metric = {"cosine": "cosine similarity", "euclidean": "Euclidean distance"}.get(
+            outcome.get("metric"), outcome.get("metric", "score")
+        )
+        title = f"{method}: {metric}, {better} is more similar ({outcome.get('model_version')})"
+        rows = [("rank", "score", "label", "id")]
+        rows += [
+            (str(r["rank"]), f"{r['score']:.3f}", result_label(r), r["id"])
+            for r in outcome["results"]
+        ]
+        sections.append((title, rows))
+    fused = job.get("fused") or {}
+    if fused.get("results"):
+        methods = [m for m in job["methods"] if job["methods"][m].get("results")]
+        rows = [("rank", "label", "id", *(f"{m} rank" for m in methods))]
+        rows += [
+            (
+                str(r["rank"]),
+                result_label(r),
+                r["id"],
+                *(str(r.get("ranks", {}).get(m, "-")) for m in methods),
             )
-        rows.append(tuple(row))
-    return [("rank", *columns), *rows]
+            for r in fused["results"]
+        ]
+        sections.append(("fused: both methods' rankings combined", rows))
+    return sections
 
 
 def print_table(rows: list[tuple[str, ...]]) -> None:
@@ -216,26 +242,60 @@ def print_eval(report: dict[str, Any]) -> None:
         print(f"{method}: not measured ({reason})")
 
 
+ENVIRONMENT_HELP = f"""environment:
+  IMGSEARCH_URL  the service's address when --url is not given (default {DEFAULT_URL})
+  API_KEY        the API key when --key is not given; writes need it (`make run` keeps its
+                 key in var/api_key: export API_KEY=$(cat var/api_key))"""
+
+
+def connection_options(url_default: str | None, key_default: str | None) -> argparse.ArgumentParser:
+    """--url and --key, for the main parser and (with no defaults of their own) each command."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("--url", default=url_default, help="the service's address (IMGSEARCH_URL)")
+    options.add_argument("--key", default=key_default, help="API key for writes (API_KEY)")
+    return options
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="imgsearch", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", default=os.environ.get("IMGSEARCH_URL", DEFAULT_URL))
-    parser.add_argument("--key", default=os.environ.get("API_KEY"), help="API key for writes")
+    env_url, env_key = os.environ.get("IMGSEARCH_URL", DEFAULT_URL), os.environ.get("API_KEY")
+    parser = argparse.ArgumentParser(
+        prog="imgsearch",
+        description=__doc__.split("\n\n")[0],
+        epilog=ENVIRONMENT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[connection_options(env_url, env_key)],
+    )
+    # --url and --key work after the command too ("imgsearch stats --url ..."); there they
+    # have no defaults of their own, so they win only when given.
+    command_options = [connection_options(argparse.SUPPRESS, argparse.SUPPRESS)]
     commands = parser.add_subparsers(dest="command", required=True)
-    index = commands.add_parser("index", help="upload every image below a folder")
+    index = commands.add_parser(
+        "index", help="upload every image below a folder", parents=command_options
+    )
     index.add_argument("folder", type=Path)
     index.add_argument("--batch", type=int, default=32, help="images per upload request")
-    search = commands.add_parser("search", help="find the most similar images")
+    search = commands.add_parser(
+        "search", help="find the most similar images", parents=command_options
+    )
     search.add_argument("image", type=Path)
     search.add_argument("-k", type=int, default=10)
     search.add_argument("--methods", help="comma-separated: vgg16,autoencoder")
     search.add_argument("--json", action="store_true", help="print the whole job as JSON")
-    delete = commands.add_parser("delete", help="remove an image everywhere")
-    delete.add_argument("id")
-    commands.add_parser("stats", help="catalogue and index sizes, model versions")
-    train = commands.add_parser("train", help="train the autoencoder on the catalogue")
+    delete = commands.add_parser(
+        "delete", help="remove an image everywhere", parents=command_options
+    )
+    delete.add_argument("id", help="the image's full id, as search and the web page show it")
+    commands.add_parser(
+        "stats", help="catalogue and index sizes, model versions", parents=command_options
+    )
+    train = commands.add_parser(
+        "train", help="train the autoencoder on the catalogue", parents=command_options
+    )
     train.add_argument("--epochs", type=int)
     train.add_argument("--no-wait", action="store_true", help="print the job id and return")
-    evaluation = commands.add_parser("eval", help="retrieval quality: P@1, P@5, mAP@10")
+    evaluation = commands.add_parser(
+        "eval", help="retrieval quality: P@1, P@5, mAP@10", parents=command_options
+    )
     evaluation.add_argument("catalog", type=Path)
     evaluation.add_argument("queries", type=Path)
     evaluation.add_argument("--json-out", type=Path, help="also write the report here")
@@ -262,6 +322,9 @@ def _run(client: ApiClient, args: argparse.Namespace) -> int:
     for folder in [getattr(args, name, None) for name in ("folder", "catalog", "queries")]:
         if folder is not None and not folder.is_dir():
             raise ClientError(f"{folder} is not a folder")
+    image = getattr(args, "image", None)
+    if image is not None and not image.is_file():
+        raise ClientError(f"{image}: no such file")
     if args.command == "index":
         summary = index_folder(client, args.folder, batch=args.batch)
         print_index_summary(summary)
@@ -271,7 +334,9 @@ def _run(client: ApiClient, args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(job, indent=2))
         else:
-            print_table(search_rows(job))
+            for n, (title, rows) in enumerate(search_sections(job)):
+                print(("\n" if n else "") + title)
+                print_table(rows)
             for method, outcome in job["methods"].items():
                 if "message" in outcome or "error" in outcome:
                     print(f"{method}: {outcome.get('message') or outcome.get('error')}")

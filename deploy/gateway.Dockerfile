@@ -13,8 +13,9 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
  && pip install -c constraints.txt -r /tmp/requirements.txt setuptools==84.2.1 \
  && rm /tmp/requirements.txt
 
-# The source last, installed without dependencies (seconds).
-COPY shared/ /tmp/src/shared/
+# The source last, installed without dependencies (seconds). shared/'s modules but not
+# shared/runtime/, which only workers import (tests/fast/test_layering.py).
+COPY shared/*.py /tmp/src/shared/
 COPY services/__init__.py /tmp/src/services/
 COPY services/gateway/ /tmp/src/services/gateway/
 COPY client/ /tmp/src/client/

@@ -280,15 +280,16 @@ def wait_for_job(base_url: str, job_id: str, timeout: float = 600) -> dict:
             return body
 
 
-def development_api_key(var: Path = VAR) -> str:
-    """A key kept in var/ so it survives restarts; generated on first start."""
+def api_key_in_use(given: str | None, var: Path = VAR) -> str:
+    """The key to run with: API_KEY if given, else the one kept in var/ (generated on first
+    start). Either way it is written to var/api_key (owner-only), where README's examples,
+    `make eval` and the CLI users read it."""
     path = var / "api_key"
-    if path.exists():
-        return path.read_text().strip()
+    key = given or (path.read_text().strip() if path.exists() else secrets.token_urlsafe(24))
     var.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(24)
-    path.write_text(key + "\n")
+    path.touch(mode=0o600)
     path.chmod(0o600)
+    path.write_text(key + "\n")
     return key
 
 
@@ -327,7 +328,7 @@ def main() -> int:
     env = dict(os.environ)
     redis_url = env.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     port = int(env.get("GATEWAY_PORT", "8000"))
-    api_key = env.get("API_KEY") or development_api_key(var)
+    api_key = api_key_in_use(env.get("API_KEY"), var)
     logs = var / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     if port_in_use(port):
@@ -366,7 +367,7 @@ def main() -> int:
             )
         print(
             f"\nWeb page: {base_url}/\nAPI:      {base_url}/api/v1 (docs: {base_url}/api/v1/docs)"
-            f"\nAPI key:  {api_key}\nPress Ctrl-C to stop."
+            f"\nAPI key:  {api_key} (kept in {var / 'api_key'})\nPress Ctrl-C to stop."
         )
         # From here on a process that dies is started again; only Ctrl-C/SIGTERM stop it all.
         supervisor = Supervisor(

@@ -23,7 +23,8 @@ COPY shared/__init__.py shared/settings.py shared/logs.py /tmp/src/shared/
 COPY services/__init__.py /tmp/src/services/
 COPY services/vgg16/__init__.py services/vgg16/settings.py services/vgg16/weights.py \
      /tmp/src/services/vgg16/
-RUN cd /tmp/src && python -m services.vgg16.weights fetch --dest /weights
+COPY tools/__init__.py tools/vgg16_weights.py /tmp/src/tools/
+RUN cd /tmp/src && python -m tools.vgg16_weights fetch --dest /weights
 
 FROM dependencies
 COPY --from=weights /weights /app/var/weights
@@ -31,6 +32,9 @@ COPY --from=weights /weights /app/var/weights
 COPY shared/ /tmp/src/shared/
 COPY services/ /tmp/src/services/
 COPY client/ /tmp/src/client/
+# Index transfer runs in a worker container (README, "Moving an index"); .dockerignore lets
+# in only index transfer and the weights command, never the lab notebook.
+COPY tools/ /tmp/src/tools/
 RUN cp pyproject.toml /tmp/src/ \
  && pip install --no-deps --no-build-isolation /tmp/src \
  && rm -rf /tmp/src

@@ -23,6 +23,11 @@ class ImageMeta:
     added_at: float
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def label(self) -> str:
+        """What a person calls the image: its metadata label, else its file name, else its id."""
+        return str(self.metadata.get("label") or self.filename or self.id)
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
 

@@ -40,7 +40,7 @@ def make_celery(settings: CommonSettings, main: str) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_transport_options={
             # Counted from a worker's last heartbeat, which renews the tasks it runs (see
-            # Heartbeat in shared/worker.py), not from when the task was taken.
+            # Heartbeat in shared/runtime/worker.py), not from when the task was taken.
             "visibility_timeout": settings.task_visibility_timeout_seconds,
             # kombu looks for unacknowledged tasks past that timeout only every interval x
             # throttle seconds (10 x 10 by default), so a task whose worker died came back up

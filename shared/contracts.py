@@ -446,8 +446,12 @@ class ImageLinks(BaseModel):
     thumbnail_url: str = Field(description="A JPEG at most 160 px.")
 
 
+LABEL = "What a person calls the image: metadata.label, else the file name, else the id."
+
+
 class Image(ImageLinks):
-    id: str = Field(examples=["Lemon-0"])
+    id: str = Field(examples=["3f1b0c7e9a2d4b6c8e0f1a2b3c4d5e6f"])
+    label: str = Field(description=LABEL)
     filename: str | None
     width: int
     height: int
@@ -516,6 +520,7 @@ class ResultView(Hit):
     ranks: dict[str, int] | None = Field(
         default=None, description="Fused results: the rank in each method's list."
     )
+    label: str | None = Field(default=None, description=LABEL)
     filename: str | None = None
     url: str | None = None
     image_url: str | None = None

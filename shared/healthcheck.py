@@ -1,7 +1,7 @@
 """Container healthcheck for workers: ``python -m shared.healthcheck worker``.
 
 Healthy when Redis answers and this host's worker has sent a heartbeat recently, which it
-does only after its model has loaded (see shared/worker.py).
+does only after its model has loaded (see shared/runtime/worker.py).
 """
 
 import socket

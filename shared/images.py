@@ -30,8 +30,8 @@ REDUCING_GAP = 2
 STRIP_PIXELS = 1 << 20
 # WebP decodes through libwebp's animation decoder: a canvas and the previous canvas, both
 # allocated when the file is opened, and a copy of the frame besides Pillow's image. That is
-# about four times what other formats take (measured: 763 MB for 50 Mpixel, against 216 MB
-# for an RGBA PNG), so a WebP's pixels count four times against the limit.
+# about four times what other formats take, so a WebP's pixels count four times against the
+# limit (peak memory per format: README.md, "Measured here", `python -m bench.gateway_memory`).
 WEBP_PIXEL_COST = 4
 EXIF_ORIENTATION = 0x0112
 # EXIF orientation -> the transpose that shows the picture upright (as ImageOps.exif_transpose).

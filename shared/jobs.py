@@ -17,8 +17,9 @@ Status = Literal["queued", "running", "done", "failed"]
 FINAL_STATUSES: frozenset[str] = frozenset({"done", "failed"})
 
 # Seconds a job of each kind may take (JOB_DEADLINE_SECONDS overrides them). A search is
-# answered in seconds; an upload of 500 images takes about a minute per method; a training
-# is bounded by AUTOENCODER_TIME_BUDGET_SECONDS (9 min) plus embedding the catalogue.
+# answered in seconds; an upload takes as long as its images take to embed (README.md,
+# "Catalogue scale"); a training is bounded by AUTOENCODER_TIME_BUDGET_SECONDS plus
+# embedding the catalogue.
 DEFAULT_DEADLINE_SECONDS: dict[str, int] = {"search": 60, "index": 1800, "train": 7200}
 
 # What a client is told a job that timed out means, and what to do about it.

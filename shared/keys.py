@@ -131,7 +131,7 @@ def workers(queue: str) -> str:
     return f"workers:{queue}"
 
 
-def training_lock(method: str) -> str:
+def training_lease(method: str) -> str:
     return f"model:{method}:training"
 
 

@@ -33,20 +33,21 @@ class CommonSettings(BaseSettings):
     log_level: str = "INFO"
     # A task whose worker died unacknowledged is delivered again after this long. Workers
     # renew the broker's record of the tasks they run every WORKER_HEARTBEAT_SECONDS (5 s,
-    # shared/worker.py), so this only has to outlast a few missed heartbeats, not the
+    # shared/runtime/worker.py), so this only has to outlast a few missed heartbeats, not the
     # longest task; short, so a search lost with its worker is redone within its deadline.
     task_visibility_timeout_seconds: int = Field(default=30, ge=15)
     # Port of a worker process's Prometheus metrics (/metrics); unset = not served.
     worker_metrics_port: int | None = Field(default=None, ge=0, le=65535)
     # Workers: an index this large also gets an HNSW graph, so a search re-ranks a few dozen
-    # candidates instead of scanning every vector (shared/vector_index.py; 0 = always).
+    # candidates instead of scanning every vector (shared/runtime/vector_index.py; 0 = always).
     # Below it exact search is fast enough; measured with make bench.
     approximate_index_min_vectors: int = Field(default=100_000, ge=0)
     # Workers: searches waiting in a worker's queue are embedded together, up to this many
-    # in one forward pass (shared/search_batching.py); 1 = one at a time, batching off.
+    # in one forward pass (shared/runtime/search_batching.py); 1 = one at a time, batching off.
     search_batch_size: int = Field(default=16, ge=1, le=64)
     # Workers: how long the first search of a batch may wait for others to arrive. A lone
-    # query pays it in full, so keep it a small fraction of one embedding (~70-200 ms).
+    # query pays it in full, so keep it a small fraction of one embedding (README.md,
+    # "Searches under load").
     search_batch_wait_ms: float = Field(default=5.0, ge=0, le=1000)
 
     @model_validator(mode="after")

@@ -2,7 +2,7 @@
 
 import sys
 
-from shared.worker import run_worker
+from shared.runtime.worker import run_worker
 
 from .worker import app
 

@@ -19,7 +19,7 @@ same vector, so the search vector is exactly the bottleneck the decoder is train
 
 BatchNorm is the default: with it the contrastive training got further in 7 epochs than
 without in 14 (P@1 0.269 vs 0.240); GroupNorm was slower on CPU and learnt less in the same
-time (services/autoencoder/research.py).
+time (tools/autoencoder_research.py).
 
 Models are stored in Keras' own ``.keras`` format (no pickle) and travel as bytes through
 Redis, so every replica loads the same file.

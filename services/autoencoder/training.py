@@ -7,7 +7,7 @@ colour tells products apart). The decoder must rebuild the clean image from the 
 pushes the other images' latents away. So the latent keeps what identifies a product and
 drops what changes between two photos of it. A reconstruction-only autoencoder ranked the
 right product first for 9% of Grocery Store queries, this objective for 34% in the same
-10 minutes (``services/autoencoder/research.py`` has the table).
+10 minutes (``tools/autoencoder_research.py`` has the table).
 
 Validation uses fixed views (the clean image and its mirror image) so that epochs compare;
 the best epoch's weights are restored; the learning rate follows a cosine down to 0 over
@@ -39,7 +39,7 @@ from services.autoencoder.settings import AutoencoderSettings
 
 @dataclass(frozen=True)
 class TrainingOptions:
-    """What one training run does; defaults are the design measured best (see research.py)."""
+    """What one training run does; defaults: the best design (tools/autoencoder_research.py)."""
 
     latent_dim: int = 128
     epochs: int = 100  # upper bound; the time budget or early stopping usually end sooner

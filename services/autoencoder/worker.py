@@ -22,7 +22,8 @@ from shared import keys, names
 from shared.celery_app import make_celery
 from shared.contracts import TrainResult, TrainTaskPayload
 from shared.logs import configure_logging
-from shared.worker import TRANSIENT_ERRORS, Embedder, MethodService, register_method_tasks
+from shared.model_store import ModelFile, ModelStore
+from shared.runtime.worker import TRANSIENT_ERRORS, Embedder, MethodService, register_method_tasks
 
 from .settings import AutoencoderSettings
 
@@ -43,11 +44,12 @@ class AutoencoderService(MethodService):
         self._embedders: OrderedDict[str, Embedder] = OrderedDict()
         self._lock = threading.Lock()
         self._precision_set = False
+        self.models = ModelStore(self.redis)
 
     def load(self) -> None:
         """Set up TensorFlow and load the models in use now (if any) before taking work."""
         if not self._precision_set:
-            from shared.ml.runtime import configure_precision
+            from shared.runtime.ml import configure_precision
 
             policy = configure_precision(self.ae_settings.autoencoder_precision)
             self._precision_set = True
@@ -60,7 +62,7 @@ class AutoencoderService(MethodService):
             if version in self._embedders:
                 self._embedders.move_to_end(version)
                 return self._embedders[version]
-        blob = self.redis.get(keys.model_blob(METHOD, version))
+        blob = self.models.blob(METHOD, version)
         if blob is None:
             raise LookupError(f"autoencoder model version {version!r} is not stored")
         from .model import AutoencoderEmbedder
@@ -93,7 +95,7 @@ class AutoencoderService(MethodService):
 
     def train(self, job_id: str, options: dict[str, Any], report) -> TrainResult:
         """Train on the current catalogue, build the new version's index, then activate it."""
-        from shared.ml.runtime import decode_images
+        from shared.runtime.ml import decode_images
 
         from .model import AutoencoderEmbedder
         from .training import (
@@ -161,16 +163,9 @@ class AutoencoderService(MethodService):
         }
         # Register the version as "being built" before listing the catalogue: an image added
         # after this point is embedded into the new index by its own indexing task.
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(keys.model_blob(METHOD, version), outcome.model_bytes)
-        pipe.set(keys.model_meta(METHOD, version), json.dumps(meta))
-        pipe.zadd(keys.model_versions(METHOD), {version: meta["created_at"]})
-        pipe.set(
-            keys.model_artifact(METHOD, version, "loss_curve"), loss_curve_png(outcome.history)
-        )
-        pipe.set(keys.model_artifact(METHOD, version, "preview"), preview)
-        pipe.sadd(keys.building_versions(METHOD), version)
-        pipe.execute()
+        artifacts = {"loss_curve": loss_curve_png(outcome.history), "preview": preview}
+        model = ModelFile(outcome.model_bytes, json.dumps(meta), artifacts)
+        self.models.save(METHOD, version, model, building=True)
         self.remember(embedder)
         ids = self.catalog.ids()
         step = max(self.batch_size, 256)
@@ -188,14 +183,14 @@ class AutoencoderService(MethodService):
         )
 
     def renew_training_lease(self, job_id: str) -> None:
-        lock = keys.training_lock(METHOD)
-        if (self.redis.get(lock) or b"").decode() == job_id:
-            self.redis.expire(lock, keys.TRAINING_LEASE_SECONDS)
+        lease = keys.training_lease(METHOD)
+        if (self.redis.get(lease) or b"").decode() == job_id:
+            self.redis.expire(lease, keys.TRAINING_LEASE_SECONDS)
 
-    def release_training_lock(self, job_id: str) -> None:
-        lock = keys.training_lock(METHOD)
-        if (self.redis.get(lock) or b"").decode() == job_id:
-            self.redis.delete(lock)
+    def release_training_lease(self, job_id: str) -> None:
+        lease = keys.training_lease(METHOD)
+        if (self.redis.get(lease) or b"").decode() == job_id:
+            self.redis.delete(lease)
 
 
 settings = AutoencoderSettings()
@@ -209,7 +204,7 @@ class TrainTask(Task):
     def after_return(self, status, retval, task_id, args, kwargs, einfo) -> None:
         # After the result is stored: a client never sees the lease gone while the job still
         # looks running (which would read as a dead trainer).
-        service.release_training_lock(args[0])
+        service.release_training_lease(args[0])
 
 
 @app.task(

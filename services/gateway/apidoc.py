@@ -184,12 +184,32 @@ def build_spec(app: Flask) -> dict[str, Any]:
     for path, item in spec["paths"].items():
         for operation in item.values():
             _complete(operation)
-        paths[path.removeprefix(API_PREFIX)] = item
+        paths.update(_one_path_per_choice(path.removeprefix(API_PREFIX), item))
     spec["paths"] = paths
     schemas = spec["components"]["schemas"]
     k = schemas["SearchForm"]["properties"]["k"]
     k.update({"maximum": settings.max_k, "default": settings.default_k})
     return spec
+
+
+def _one_path_per_choice(path: str, item: dict[str, Any]) -> dict[str, Any]:
+    """A path with an ``any(...)`` variable (a choice of literals) as one path per literal,
+    each with its own operation id: clients and schemathesis see the URLs that exist."""
+    for operation in item.values():
+        for parameter in operation.get("parameters", []):
+            choices = parameter["schema"].get("enum")
+            if parameter["in"] == "path" and choices:
+                expanded = {}
+                for choice in choices:
+                    one = copy.deepcopy(item)
+                    for op in one.values():
+                        op["parameters"] = [
+                            p for p in op["parameters"] if p["name"] != parameter["name"]
+                        ]
+                        op["operationId"] += choice.title().replace("-", "")
+                    expanded[path.replace(f"{{{parameter['name']}}}", choice)] = one
+                return expanded
+    return {path: item}
 
 
 def _complete(operation: dict[str, Any]) -> None:

@@ -26,6 +26,7 @@ def describe(meta: ImageMeta) -> dict[str, Any]:
     """An image as clients read it (the Image model)."""
     return {
         "id": meta.id,
+        "label": meta.label,
         "filename": meta.filename,
         "width": meta.width,
         "height": meta.height,

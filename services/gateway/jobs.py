@@ -126,7 +126,7 @@ def start_indexing(image_ids: list[str]) -> JobRecord:
 def start_training(options: dict[str, int], trigger: str = "request") -> str | None:
     """Take the training lease and queue a training; its job id, or None if one runs."""
     job = _new_job("train", ["autoencoder"], {**options, "trigger": trigger})
-    lease = keys.training_lock("autoencoder")
+    lease = keys.training_lease("autoencoder")
     client = redis_client()
     if not client.set(lease, job.id, nx=True, ex=keys.TRAINING_LEASE_SECONDS):
         return None
@@ -143,7 +143,7 @@ def start_training(options: dict[str, int], trigger: str = "request") -> str | N
 
 def running_training() -> str:
     """The job id holding the training lease ('' when none does)."""
-    return (redis_client().get(keys.training_lock("autoencoder")) or b"").decode()
+    return (redis_client().get(keys.training_lease("autoencoder")) or b"").decode()
 
 
 # Reading a job back -----------------------------------------------------------------------
@@ -319,7 +319,9 @@ def _with_search_results(merged: dict[str, Any], job: JobRecord) -> dict[str, An
 
     def describe(image_id: str) -> dict[str, Any] | None:
         meta = metas.get(image_id)
-        return None if meta is None else {"filename": meta.filename, **image_links(image_id)}
+        if meta is None:
+            return None
+        return {"label": meta.label, "filename": meta.filename, **image_links(image_id)}
 
     cfg = settings()
     k = job.params.get("k", cfg.default_k)

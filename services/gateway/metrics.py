@@ -10,6 +10,7 @@ The gateway runs as one process (waitress, ``GATEWAY_THREADS`` threads), which h
 counters. Behind a load balancer with several gateway replicas, scrape each one.
 """
 
+import re
 import time
 from collections.abc import Iterator
 
@@ -23,6 +24,7 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
+    disable_created_metrics,
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
@@ -38,6 +40,18 @@ from .auth import read_access
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60)
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED_ROUTE = "<unmatched>"  # 404s for paths no route matches: one series for all of them
+# Converters are not part of a route's name: <any('loss-curve', 'preview'):artifact> is <artifact>
+CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^:<>]+)>")
+
+# The *_created series (when each counter was first used) double the output and no dashboard
+# reads them; Prometheus knows when it first saw a series.
+disable_created_metrics()
+
+
+def route_label(rule: str) -> str:
+    """The route label of a URL rule: its variables named, without their converters."""
+    return CONVERTER.sub(r"<\1>", rule)
+
 
 # What /metrics exposes besides the process_* and python_* metrics of prometheus_client.
 METRIC_NAMES = (
@@ -153,7 +167,7 @@ def init_metrics(app: Flask) -> CollectorRegistry:
     def _count(response: Response) -> Response:
         started = g.pop("metrics_started", None)
         if started is not None:
-            route = request.url_rule.rule if request.url_rule else UNMATCHED_ROUTE
+            route = route_label(request.url_rule.rule) if request.url_rule else UNMATCHED_ROUTE
             method = request.method if request.method in HTTP_METHODS else "other"
             labels = (route, method, str(response.status_code))
             requests_total.labels(*labels).inc()

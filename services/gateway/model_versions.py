@@ -10,6 +10,7 @@ from flask import url_for
 from shared import keys
 from shared.contracts import TrainingOptions
 from shared.index_store import IndexStore
+from shared.model_store import ModelStore
 
 from . import jobs
 from .context import catalog, redis_client, settings
@@ -63,7 +64,7 @@ def train_on_request(options: TrainingOptions) -> str:
 
 
 def known_version(version: str) -> str:
-    if redis_client().zscore(keys.model_versions(METHOD), version) is None:
+    if not ModelStore(redis_client()).is_stored(METHOD, version):
         raise ApiError(404, "version_not_found", f"no autoencoder model version {version!r}")
     return version
 
@@ -96,8 +97,9 @@ def version_list() -> dict[str, Any]:
     client = redis_client()
     store = IndexStore(client)
     active, building, _ = store.versions(METHOD)
-    versions = [v.decode() for v in client.zrevrange(keys.model_versions(METHOD), 0, -1)]
-    metas = client.mget([keys.model_meta(METHOD, v) for v in versions]) if versions else []
+    models = ModelStore(client)
+    versions = models.versions(METHOD)
+    metas = models.metas(METHOD, versions)
     return {
         "active": active,
         "building": building,
@@ -106,19 +108,23 @@ def version_list() -> dict[str, Any]:
                 "version": version,
                 "active": version == active,
                 "index_size": store.size(METHOD, version),
-                "loss_curve_url": url_for("api.get_training_loss_curve", version=version),
-                "preview_url": url_for("api.get_training_preview", version=version),
-                **{k: v for k, v in json.loads(meta or "{}").items() if k != "history"},
+                "loss_curve_url": _artifact_url(version, "loss-curve"),
+                "preview_url": _artifact_url(version, "preview"),
+                **{k: v for k, v in meta.items() if k != "history"},
             }
             for version, meta in zip(versions, metas, strict=True)
         ],
     }
 
 
-def artifact(version: str, name: str) -> bytes:
-    """A training's PNG (loss_curve or preview)."""
-    data = redis_client().get(keys.model_artifact(METHOD, known_version(version), name))
+def _artifact_url(version: str, artifact: str) -> str:
+    return url_for("api.get_training_artifact", version=version, artifact=artifact)
+
+
+def artifact(version: str, artifact: str) -> bytes:
+    """A training's PNG: ``loss-curve`` or ``preview``."""
+    name = {"loss-curve": "loss_curve", "preview": "preview"}[artifact]
+    data = ModelStore(redis_client()).artifact(METHOD, known_version(version), name)
     if data is None:
-        shown = name.replace("_", "-")
-        raise ApiError(404, "artifact_not_found", f"version {version!r} has no {shown} image")
+        raise ApiError(404, "artifact_not_found", f"version {version!r} has no {artifact} image")
     return data

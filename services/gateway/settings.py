@@ -16,8 +16,8 @@ class GatewaySettings(CommonSettings):
     # Open connections at most; past it new ones wait in the listen backlog.
     gateway_connection_limit: int = Field(default=1000, ge=10)
     # A connection that sends (or reads) nothing for this long is closed: a client that never
-    # finishes its headers or body is gone within this plus a few seconds (measured: 26 s
-    # for the default 20, tests/integration/test_front_door.py).
+    # finishes its headers or body is gone within this plus a few seconds (README.md,
+    # "Measured here", `pytest -s tests/integration/test_front_door.py`).
     gateway_idle_timeout_seconds: int = Field(default=20, ge=1, le=3600)
     # Address of a reverse proxy whose X-Forwarded-For/-Proto the gateway may believe
     # (client addresses for the rate limit); unset = none.

@@ -57,7 +57,7 @@ class Vgg16Embedder:
         import keras
         import tensorflow as tf
 
-        from shared.ml.runtime import configure_precision
+        from shared.runtime.ml import configure_precision
 
         started = time.perf_counter()
         weights = resolve_weights(self.settings)

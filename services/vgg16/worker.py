@@ -1,6 +1,6 @@
 """The vgg16 worker service: Celery tasks that embed with VGG16 and search the vgg16 index.
 
-Start:  python -m services.vgg16 search index   (see shared.worker.run_worker)
+Start:  python -m services.vgg16 search index   (see shared.runtime.worker.run_worker)
 """
 
 import logging
@@ -8,7 +8,7 @@ import logging
 from shared import keys
 from shared.celery_app import make_celery
 from shared.logs import configure_logging
-from shared.worker import Embedder, MethodService, register_method_tasks
+from shared.runtime.worker import Embedder, MethodService, register_method_tasks
 
 from .settings import Vgg16Settings
 

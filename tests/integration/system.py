@@ -6,16 +6,13 @@ settings, a worker they may kill -9. These helpers start the same processes the 
 (deploy.launcher), so what is tested is still what a user runs.
 """
 
-import io
 import os
-import random
 import signal
 import subprocess
 import time
 from pathlib import Path
 
 import requests
-from PIL import Image
 
 from deploy.launcher import (
     Processes,
@@ -94,23 +91,6 @@ def kill(process: subprocess.Popen, sig: int = signal.SIGKILL, timeout: float = 
 def forget(procs: Processes, process: subprocess.Popen) -> None:
     """Stop tracking a child that is gone (so check_alive does not report it)."""
     procs.children[:] = [(n, p) for n, p in procs.children if p is not process]
-
-
-def distinct_images(count: int, seed: int, size: int = 64, blocks: int = 4) -> list[bytes]:
-    """``count`` different small PNGs: random colour blocks, reproducible from ``seed``."""
-    rng = random.Random(seed)
-    images = []
-    cell = size // blocks
-    for _ in range(count):
-        image = Image.new("RGB", (size, size))
-        for row in range(blocks):
-            for col in range(blocks):
-                colour = tuple(rng.randrange(256) for _ in range(3))
-                image.paste(colour, (col * cell, row * cell, (col + 1) * cell, (row + 1) * cell))
-        buffer = io.BytesIO()
-        image.save(buffer, "PNG")
-        images.append(buffer.getvalue())
-    return images
 
 
 def post_images(

@@ -24,22 +24,13 @@ from shared.celery_app import make_celery
 from shared.images import default_image_id
 from shared.settings import CommonSettings
 from tests.conftest import fresh_database
+from tests.helpers.images import png
 from tests.integration.conftest import ROOT, base_env, stopping
-from tests.integration.system import (
-    answers,
-    distinct_images,
-    kill,
-    start_extra_gateway,
-    start_system,
-)
+from tests.integration.system import answers, kill, start_extra_gateway, start_system
 
 pytestmark = pytest.mark.integration
 
 RATE_LIMIT = 5
-
-
-def png(seed: int = 0) -> bytes:
-    return distinct_images(1, seed=seed)[0]
 
 
 def assert_error(response, status: int, code: str) -> dict:
@@ -93,6 +84,8 @@ def read_requests(api: str) -> dict:
 def test_reads_are_open_by_default(service):
     for name, call in read_requests(service.api).items():
         assert call({}).status_code in (200, 202, 404), name
+    for path in ("stats", "health"):
+        assert requests.get(f"{service.api}/{path}", timeout=10).status_code == 200, path
 
 
 def test_reads_closed_by_setting_need_the_key(service, tmp_path):

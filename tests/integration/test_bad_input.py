@@ -1,6 +1,6 @@
 """Bad and unusual input through HTTP: each format indexed and found, each fault a clear 4xx.
 
-Unit tests (tests/unit/test_images.py) check canonicalisation pixel by pixel; these check the
+Unit tests (tests/fast/test_images.py) check canonicalisation pixel by pixel; these check the
 same cases end to end: every format goes through the gateway, a worker embeds it, and a
 search finds it; every kind of bad upload gets a 4xx a person understands; and after all of
 it the workers are still there and a normal search works.
@@ -25,16 +25,11 @@ from shared import names
 from shared.celery_app import make_celery
 from shared.settings import CommonSettings
 from tests.conftest import fresh_database
+from tests.helpers.images import distinct_images, encode, png
 from tests.integration.conftest import API_KEY, Service, base_env, stopping
-from tests.integration.system import answers, distinct_images, kill, start_extra_gateway
+from tests.integration.system import answers, kill, start_extra_gateway
 
 pytestmark = pytest.mark.integration
-
-
-def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **kwargs)
-    return buffer.getvalue()
 
 
 def photo(sample_images, product: str) -> Image.Image:
@@ -235,15 +230,12 @@ def test_a_bad_file_in_a_bulk_upload_fails_alone(service):
     assert [r["code"] for r in error["rejected"]] == [v[2] for v in BAD_FILES.values()]
 
 
-def png(seed: int = 0) -> bytes:
-    return distinct_images(1, seed=seed)[0]
-
-
 @pytest.mark.parametrize(
     ("endpoint", "kwargs", "status", "code"),
     [
         ("images", {"files": {"image": ("a.png", png())}}, 400, "missing_file"),
         ("images", {"data": {"id": "x"}}, 400, "missing_file"),
+        ("searches", {"files": {"image": ("a.png", png())}}, 400, "missing_file"),
         ("searches", {"json": {"file": "a.png"}}, 400, "missing_file"),
         ("searches", {}, 400, "missing_file"),
         (
@@ -262,6 +254,7 @@ def png(seed: int = 0) -> bytes:
     ids=[
         "wrong-field",
         "no-file",
+        "wrong-field-in-a-search",
         "json-instead-of-multipart",
         "empty-body",
         "two-files-in-a-search",
@@ -290,6 +283,9 @@ def test_wrong_or_missing_multipart_fields(service, endpoint, kwargs, status, co
         ".hidden",
         "é",
         "x" * 129,
+        "../../etc/passwd",
+        "a b",
+        "x\u0007y",
     ],
 )
 def test_ids_with_separators_or_control_characters(service, bad_id):
@@ -314,12 +310,44 @@ def test_odd_ids_in_urls_are_404_not_errors(service, path):
         assert response.json()["error"]["code"]
 
 
-@pytest.mark.parametrize("k", ["-1", "0", "101", "1.5", "1e2", "99999999999999999999999"])
+@pytest.mark.parametrize("k", ["-1", "0", "101", "1.5", "1e2", "99999999999999999999999", "ten"])
 def test_k_out_of_range(service, k):
     response = requests.post(
         f"{service.api}/searches", files={"file": ("a.png", png())}, data={"k": k}, timeout=30
     )
     assert_error(response, 400, "invalid_k")
+
+
+def test_an_unknown_method_is_refused(service):
+    response = requests.post(
+        f"{service.api}/searches",
+        files={"file": ("a.png", png())},
+        data={"methods": "sift"},
+        timeout=30,
+    )
+    assert_error(response, 400, "unknown_method")
+
+
+def test_unknown_ids_are_404(service):
+    assert_error(requests.get(f"{service.api}/jobs/nope", timeout=10), 404, "job_not_found")
+    assert_error(requests.get(f"{service.api}/images/nope", timeout=10), 404, "image_not_found")
+    for path in ("images/nope/thumbnail", "no/such/route"):
+        response = requests.get(f"{service.api}/{path}", timeout=10)
+        assert response.status_code == 404, response.text
+        error = response.json()["error"]
+        assert error["code"] and len(error["message"]) > 10, error
+
+
+@pytest.mark.parametrize("metadata", ["[1, 2", "[1, 2]", "[" * 100_000, "[" * 16_000])
+def test_metadata_must_be_a_small_json_object(service, metadata):
+    response = requests.post(
+        f"{service.api}/images",
+        files={"file": ("a.png", png())},
+        data={"metadata": metadata},
+        headers=service.auth,
+        timeout=30,
+    )
+    assert_error(response, 400, "invalid_metadata")
 
 
 @pytest.fixture(scope="module")
@@ -505,7 +533,8 @@ def test_json_bodies_over_the_limit_are_refused_before_parsing(redis_url, tmp_pa
             chunks = (body[i : i + 65536] for i in range(0, 4_000_000, 65536))
             response = requests.post(url, data=chunks, headers=headers, timeout=60)
             assert_error(response, 413, "json_too_large")
-        # Parsing that body took 345 MB; refusing it takes next to nothing.
+        # Parsing that body costs hundreds of MB (README.md, "Measured here"); refusing it
+        # takes next to nothing.
         assert memory_mb(pid, "VmHWM") - before < 100
         # Below the limit JSON is read as before.
         response = requests.post(calls["lookup"][0], json={"ids": ["nope", "x"]}, timeout=10)

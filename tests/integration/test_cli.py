@@ -1,11 +1,14 @@
 """The command-line client against the running service: bulk indexing resumes, search prints."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from client.api import ApiClient
 from client.cli import index_folder
@@ -43,11 +46,72 @@ def test_search_command_prints_a_table_and_json(service, sample_images):
         [*run, "search", str(image), "-k", "3"], capture_output=True, text=True, timeout=120
     )
     assert table.returncode == 0, table.stderr
-    assert table.stdout.splitlines()[0].split()[:3] == ["rank", "vgg16", "autoencoder"]
+    titles = [line.split(":")[0] for line in table.stdout.splitlines() if ":" in line]
+    # No autoencoder is trained in this module: a line says so instead of its table.
+    assert titles == ["vgg16", "fused", "autoencoder"]
+    assert table.stdout.splitlines()[1].split() == ["rank", "score", "label", "id"]
     as_json = subprocess.run(
         [*run, "search", str(image), "--json"], capture_output=True, text=True, timeout=120
     )
     assert '"status": "done"' in as_json.stdout
+
+
+def cli(*args: str, key: str | None = None) -> subprocess.CompletedProcess:
+    """imgsearch with ARGS, its key given only by KEY (never by this process' API_KEY)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("API_KEY", "IMGSEARCH_URL")}
+    env |= {"API_KEY": key} if key else {}
+    return subprocess.run(
+        [sys.executable, "-m", "client", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+def test_search_rows_show_labels_and_full_ids_that_delete_takes(service, tmp_path):
+    photo = tmp_path / "Zebra-Stripes" / "zebra.png"
+    photo.parent.mkdir()
+    stripes = (np.indices((96, 96)).sum(axis=0) // 8 % 2 * 255).astype(np.uint8)
+    Image.fromarray(stripes).convert("RGB").save(photo)
+    url = ["--url", service.base_url]  # after the command, as users type it
+    assert cli("index", str(tmp_path), *url, key=service.api_key).returncode == 0
+
+    table = cli("search", str(photo), "-k", "3", "--methods", "vgg16", *url)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].startswith("vgg16: cosine similarity, higher is more similar")
+    rank, score, label, image_id = lines[3].split()
+    assert (rank, label) == ("1", "Zebra-Stripes") and float(score) == pytest.approx(1, abs=1e-3)
+    assert len(image_id) == 32, "the full id, not a shortened one"
+
+    deleted = cli("delete", image_id, *url, key=service.api_key)
+    assert (deleted.returncode, deleted.stdout.strip()) == (0, f"deleted {image_id}")
+    again = cli("delete", image_id, *url, key=service.api_key)
+    assert again.returncode == 1 and "404" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_index_without_a_key_stops_at_the_first_refusal(service, tmp_path):
+    noise = np.random.default_rng(2026)  # images the catalogue cannot hold yet
+    for n in range(6):
+        pixels = noise.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / f"noise-{n}.png")
+    refused = cli("--url", service.base_url, "index", str(tmp_path), "--batch", "1")
+    assert refused.returncode == 1
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "401" in errors[0], refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def test_a_missing_query_file_is_one_line_not_a_traceback():
+    missing = cli("--url", "http://127.0.0.1:9", "search", "/nonexistent.jpg")
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == "error: /nonexistent.jpg: no such file"
+
+
+def test_help_names_the_environment_variables():
+    shown = cli("--help").stdout
+    assert "IMGSEARCH_URL" in shown and "API_KEY" in shown and "var/api_key" in shown
 
 
 def test_readable_error_when_the_service_is_down(sample_images):

@@ -30,12 +30,12 @@ from deploy.launcher import (
     start_worker,
     wait_until,
 )
+from tests.helpers.images import distinct_images
 from tests.integration.conftest import Service, base_env, stopping
 from tests.integration.system import (
     CORE_WORKERS,
     answers,
     child,
-    distinct_images,
     forget,
     kill,
     post_images,

@@ -213,6 +213,14 @@ def test_a_killed_worker_is_started_again_and_health_names_its_queue(launched):
     assert "vgg16-search exited with code -9" in launched.output.read_text()
 
 
+def test_the_launcher_keeps_the_given_key_where_readme_reads_it(launched):
+    kept = launched.output.parent / "api_key"
+    assert kept.read_text().strip() == API_KEY  # README: KEY=$(cat var/api_key)
+    assert kept.stat().st_mode & 0o777 == 0o600
+    printed = launched.output.read_text()
+    assert f"Web page: {launched.base_url}/" in printed and API_KEY in printed
+
+
 def test_sigterm_stops_everything_the_launcher_started(launched):
     workers = [launched.worker_pid(q) for q in sorted(ALL_QUEUES)]
     launched.process.send_signal(signal.SIGTERM)

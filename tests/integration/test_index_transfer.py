@@ -1,4 +1,4 @@
-"""Moving an index between deployments: `python -m shared.index_transfer` against real Redis,
+"""Moving an index between deployments: `python -m tools.index_transfer` against real Redis,
 and a vgg16 index imported into a running system answering searches it never embedded."""
 
 import json
@@ -13,7 +13,18 @@ from deploy.launcher import Processes
 from shared import keys
 from shared.catalog import Catalog
 from shared.index_store import IndexStore
-from shared.index_transfer import (
+from shared.runtime.vector_index import vector_to_bytes
+from tests.conftest import ROOT, fresh_database
+from tests.helpers.index_files import (
+    VGG16_VERSION,
+    autoencoder_file,
+    autoencoder_version,
+    image_entries,
+    vgg16_file,
+)
+from tests.integration.conftest import base_env, stopping
+from tests.integration.system import start_system
+from tools.index_transfer.file_format import (
     IndexFile,
     ModelFile,
     TransferRefused,
@@ -22,17 +33,6 @@ from shared.index_transfer import (
     to_arrays,
     write_file,
 )
-from shared.vector_index import vector_to_bytes
-from tests.conftest import ROOT, fresh_database
-from tests.integration.conftest import base_env, stopping
-from tests.integration.system import start_system
-from tests.unit.test_index_transfer import (
-    VGG16_VERSION,
-    autoencoder_file,
-    autoencoder_version,
-    image_entries,
-    vgg16_file,
-)
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ pytestmark = pytest.mark.integration
 def transfer(redis_url: str, *args: str) -> subprocess.CompletedProcess:
     """The command a user runs, on the Redis database at ``redis_url``."""
     return subprocess.run(
-        [sys.executable, "-m", "shared.index_transfer", *map(str, args)],
+        [sys.executable, "-m", "tools.index_transfer", *map(str, args)],
         env=base_env(redis_url),
         cwd=ROOT,
         capture_output=True,
@@ -210,7 +210,7 @@ def test_an_imported_vgg16_index_answers_searches_it_never_embedded(
     from services.vgg16.model import Vgg16Embedder
     from services.vgg16.settings import Vgg16Settings
     from shared.images import canonicalize
-    from shared.ml.runtime import decode_images
+    from shared.runtime.ml import decode_images
 
     source_url = fresh_database(redis_url)
     source = redis.Redis.from_url(source_url)
@@ -257,8 +257,8 @@ def test_an_imported_autoencoder_version_loads_as_the_worker_loads_it(databases,
     """A real (tiny, untrained) model: after the import, the worker's embedder class loads
     it from Redis and embeds the moved images to the vectors that came with them."""
     from services.autoencoder.model import AutoencoderEmbedder, build_autoencoder, model_to_bytes
-    from shared.ml.runtime import decode_images
-    from shared.vector_index import IndexReplica
+    from shared.runtime.ml import decode_images
+    from shared.runtime.vector_index import IndexReplica
 
     (_, _), (target_url, target) = databases
     blob = model_to_bytes(build_autoencoder(32, 16, (8, 8, 16, 16)).autoencoder)

@@ -9,7 +9,8 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.integration.system import distinct_images, post_images, start_extra_gateway
+from tests.helpers.images import distinct_images
+from tests.integration.system import post_images, start_extra_gateway
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,5 @@
-"""Searches waiting together in a worker's queue share one forward pass (shared/search_batching).
+"""Searches waiting together in a worker's queue share one forward pass
+(shared/runtime/search_batching.py).
 
 Real workers with batching on (the default size) and a long wait for company, so that
 searches sent within a fraction of a second are sure to land in one batch.

@@ -138,6 +138,12 @@ def test_search_by_upload_shows_each_method_side_by_side(service, catalogue, bro
         By.CSS_SELECTOR, '[data-testid="column-vgg16"] [data-testid="result"]'
     )
     assert "#1" in first.text and "1.0000" in first.text
+    # A result reads as its label (no metadata label here: the file name); its id is a click away.
+    label = first.find_element(By.CSS_SELECTOR, '[data-testid="label"]')
+    image_id = label.find_element(By.CSS_SELECTOR, '[data-testid="image-id"]')
+    assert query_path.name in label.text and not image_id.is_displayed()
+    label.find_element(By.TAG_NAME, "summary").click()
+    assert image_id.is_displayed() and image_id.text == query_id
     # No autoencoder model yet: the column says so plainly, with no results.
     notice = by_testid(browser, "notice-autoencoder")
     assert notice.get_attribute("data-reason") == "not_trained"

@@ -63,29 +63,15 @@ def activate_autoencoder_version(version: str):
     return jsonify(model_versions.activate(version))
 
 
-@api.get("/models/autoencoder/versions/<version>/loss-curve.png")
+@api.get("/models/autoencoder/versions/<version>/<any('loss-curve', 'preview'):artifact>.png")
 @documented(
-    "getTrainingLossCurve",
+    "getTraining",
     "models",
     ok=(200, None, "A PNG image."),
     binary="image/png",
     errors=(401, 404, 503),
 )
 @read_access
-def get_training_loss_curve(version: str):
-    """The training and validation loss per epoch"""
-    return image_response(model_versions.artifact(version, "loss_curve"), "image/png")
-
-
-@api.get("/models/autoencoder/versions/<version>/preview.png")
-@documented(
-    "getTrainingPreview",
-    "models",
-    ok=(200, None, "A PNG image."),
-    binary="image/png",
-    errors=(401, 404, 503),
-)
-@read_access
-def get_training_preview(version: str):
-    """Validation images (top) and their reconstructions (bottom)"""
-    return image_response(model_versions.artifact(version, "preview"), "image/png")
+def get_training_artifact(version: str, artifact: str):
+    """A training's image: the loss per epoch, or validation images over their reconstructions"""
+    return image_response(model_versions.artifact(version, artifact), "image/png")

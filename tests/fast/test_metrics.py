@@ -1,11 +1,8 @@
 """/metrics of the gateway (against a real Redis) and the worker metrics server."""
 
-import io
-
 import numpy as np
 import pytest
 import requests
-from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.gateway.app import create_app
@@ -15,9 +12,10 @@ from shared import names
 from shared.catalog import Catalog
 from shared.images import canonicalize
 from shared.index_store import IndexStore
-from shared.vector_index import vector_to_bytes
-from shared.worker_metrics import observe_batch, observe_search, start_metrics_server
+from shared.runtime.vector_index import vector_to_bytes
+from shared.runtime.worker_metrics import observe_batch, observe_search, start_metrics_server
 from tests.conftest import fresh_database
+from tests.helpers.images import solid
 
 
 def scrape(text: str) -> dict[str, list]:
@@ -26,12 +24,6 @@ def scrape(text: str) -> dict[str, list]:
     for family in text_string_to_metric_families(text):
         families[family.name] = [(s.name, s.labels, s.value) for s in family.samples]
     return families
-
-
-def jpeg() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (32, 24), (200, 40, 40)).save(buffer, "JPEG")
-    return buffer.getvalue()
 
 
 @pytest.fixture
@@ -45,7 +37,7 @@ def gateway(redis_url):
 def test_metrics_after_a_few_requests(gateway):
     client = gateway.test_client()
     redis = gateway.extensions["redis"]
-    image = canonicalize(jpeg(), max_side=512, max_pixels=10**6)
+    image = canonicalize(solid((200, 40, 40), (32, 24), "JPEG"), max_side=512, max_pixels=10**6)
     Catalog(redis).put("red-1", image, filename="red.jpg", metadata={})
     store = IndexStore(redis)
     store.add_vectors("vgg16", "vgg16-test", {"red-1": vector_to_bytes(np.ones(4, np.float32))})
@@ -57,6 +49,8 @@ def test_metrics_after_a_few_requests(gateway):
     assert client.get("/api/v1/images/nobody").status_code == 404
     assert client.delete("/api/v1/images/red-1").status_code == 401
     assert client.get("/no/such/page").status_code == 404
+    artifact = "/api/v1/models/autoencoder/versions/ae-none/preview.png"
+    assert client.get(artifact).status_code == 404
     response = client.get("/metrics")
     assert response.status_code == 200
     assert response.content_type.startswith("text/plain")
@@ -75,6 +69,12 @@ def test_metrics_after_a_few_requests(gateway):
     assert requests_total[("/api/v1/images/<image_id>", "DELETE", "401")] == 1
     assert requests_total[("<unmatched>", "GET", "404")] == 1
     assert not any("red-1" in route or "nobody" in route for route, _, _ in requests_total)
+    # A converter is not part of the route's name.
+    artifact_route = "/api/v1/models/autoencoder/versions/<version>/<artifact>.png"
+    assert requests_total[(artifact_route, "GET", "404")] == 1
+    # No *_created series beside the counters and histograms.
+    samples = [s[0] for family in metrics.values() for s in family]
+    assert not [name for name in samples if name.endswith("_created")]
     counts = {
         s[1]["route"]: s[2]
         for s in metrics["imgsearch_http_request_duration_seconds"]
@@ -122,3 +122,4 @@ def test_worker_metrics_server():
         assert count[0][2] >= 1, name
     embedded = [s for s in metrics["imgsearch_worker_embedded_images"] if s[0].endswith("_total")]
     assert embedded[0][2] >= 32
+    assert not [s for family in metrics.values() for s in family if s[0].endswith("_created")]

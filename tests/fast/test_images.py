@@ -11,14 +11,9 @@ from shared.images import (
     default_image_id,
     validate_image_id,
 )
+from tests.helpers.images import encode
 
 LIMITS = {"max_side": 256, "max_pixels": 10_000_000}
-
-
-def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **kwargs)
-    return buffer.getvalue()
 
 
 def decoded(data: bytes) -> Image.Image:

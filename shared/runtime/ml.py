@@ -65,8 +65,8 @@ def decode_images(jpeg_bytes_list: list[bytes], size: int) -> np.ndarray:
     ``load_img(path, target_size=(size, size), interpolation="bilinear")``. Raises ValueError
     naming the first image that does not decode.
     """
-    # Sequential on purpose: decoding a canonical JPEG (at most 512 px) takes about 1 ms,
-    # against about 100 ms to embed it, and a thread pool measured slower here (2 cores).
+    # Sequential on purpose: decoding a canonical JPEG (at most 512 px) costs a small
+    # fraction of embedding it (README.md, "Catalogue scale"), and a thread pool was slower.
     if size < 1:
         raise ValueError(f"size must be positive, got {size}")
     batch = np.empty((len(jpeg_bytes_list), size, size, 3), dtype=np.uint8)

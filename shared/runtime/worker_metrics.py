@@ -11,9 +11,12 @@ default registry and an HTTP server thread in that process see every observation
 
 import logging
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Histogram, disable_created_metrics, start_http_server
 
 log = logging.getLogger(__name__)
+
+# No *_created series: they double the output and Prometheus knows when it first saw a series.
+disable_created_metrics()
 
 # A query embedding takes tens of milliseconds; an indexing batch of 32 images seconds.
 EMBED_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)

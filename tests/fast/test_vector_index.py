@@ -6,7 +6,7 @@ import pytest
 from shared.catalog import Catalog
 from shared.images import canonicalize
 from shared.index_store import IndexStore
-from shared.vector_index import (
+from shared.runtime.vector_index import (
     GraphIndex,
     IndexReplica,
     VectorIndex,

@@ -43,8 +43,8 @@ from celery.worker.strategy import default as default_strategy
 log = logging.getLogger(__name__)
 
 # However many searches are still queued, a batch is run this long after its first one
-# arrived: well under one embedding (70-200 ms alone, idle), and long enough to receive a
-# batch's worth of queued messages on a busy machine (measured: 2-7 ms each, 2 cores shared).
+# arrived: well under one embedding (README.md, "Searches under load"), and long enough to
+# receive a batch's worth of queued messages on a busy machine (a few milliseconds each).
 MAX_GATHER_SECONDS = 0.1
 
 # While fewer searches are held than the last batch ran, wait for that batch's clients to

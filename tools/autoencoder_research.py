@@ -2,7 +2,7 @@
 
 Usage (the data set path is an argument; nothing in the project points at it)::
 
-    python -m services.autoencoder.research DATASET [--design NAME] [--set KEY=VALUE ...]
+    python -m tools.autoencoder_research DATASET [--design NAME] [--set KEY=VALUE ...]
         [--size 64] [--precision auto] [--budget 540] [--out DIR]
 
 ``DATASET`` holds ``train/`` (the catalogue, also the training set, labels unused) and
@@ -72,9 +72,8 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.ml.runtime import configure_precision, decode_images
-
-from .settings import AutoencoderSettings
+from services.autoencoder.settings import AutoencoderSettings
+from shared.runtime.ml import configure_precision, decode_images
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +151,8 @@ def main(argv: list[str] | None = None) -> dict:
     size = args.size or size
     policy = configure_precision(args.precision or settings.autoencoder_precision)
     # TensorFlow is imported only now, after the precision policy is chosen.
-    from .model import AutoencoderEmbedder
-    from .training import (
+    from services.autoencoder.model import AutoencoderEmbedder
+    from services.autoencoder.training import (
         TrainingOptions,
         loss_curve_png,
         reconstruction_preview_png,

@@ -21,7 +21,7 @@ import redis
 from celery import Celery, signals
 from celery.exceptions import SoftTimeLimitExceeded
 
-from shared import keys, names, worker_metrics
+from shared import keys, names
 from shared.catalog import Catalog
 from shared.contracts import (
     EmbedBatchTask,
@@ -33,9 +33,10 @@ from shared.contracts import (
     SearchTimings,
 )
 from shared.index_store import IndexStore
-from shared.search_batching import QueryBatcher
+from shared.runtime import worker_metrics
+from shared.runtime.search_batching import QueryBatcher
+from shared.runtime.vector_index import IndexReplica, Metric, vector_to_bytes
 from shared.settings import CommonSettings, redis_client
-from shared.vector_index import IndexReplica, Metric, vector_to_bytes
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ class MethodService(ABC):
         embedder = self.search_embedder()
         if embedder is None or not query_keys:
             return {}
-        from shared.ml.runtime import decode_images
+        from shared.runtime.ml import decode_images
 
         started = time.perf_counter()
         images, task_ids = [], []
@@ -240,7 +241,7 @@ class MethodService(ABC):
                     del self._replicas[version]
 
     def _embed_jpegs(self, embedder: Embedder, jpegs: list[bytes]) -> np.ndarray:
-        from shared.ml.runtime import decode_images
+        from shared.runtime.ml import decode_images
 
         return embedder.embed(decode_images(jpegs, embedder.input_size))
 

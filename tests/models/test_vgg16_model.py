@@ -10,20 +10,15 @@ from PIL import Image, ImageDraw, ImageFilter
 from services.vgg16.model import Vgg16Embedder
 from services.vgg16.settings import Vgg16Settings
 from services.vgg16.weights import CONVERTED_FILE, WeightsUnavailableError
-from shared.ml.runtime import (
+from shared.runtime.ml import (
     cpu_bfloat16_flags,
     cpu_supports_bfloat16,
     decode_images,
     policy_for,
 )
+from tests.helpers.images import jpeg
 
 BATCH = 4  # small, so warm-up is quick and 6 images span two batches
-
-
-def jpeg(image: Image.Image) -> bytes:
-    out = io.BytesIO()
-    image.convert("RGB").save(out, "JPEG", quality=90)
-    return out.getvalue()
 
 
 def photo_like(seed: int) -> Image.Image:
@@ -89,7 +84,7 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sum(a * b, axis=1)
 
 
-# Input pipeline (shared/ml/runtime.py)
+# Input pipeline (shared/runtime/ml.py)
 
 
 def test_decode_images_squashes_every_mode_to_rgb():

@@ -1,1 +1,0 @@
-"""TensorFlow-side helpers shared by the worker services (the gateway never imports this)."""

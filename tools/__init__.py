@@ -1,0 +1,1 @@
+"""Command-line tools run by hand beside the services; no service imports them."""
