@@ -41,12 +41,14 @@ bench: $(STAMP) $(WEIGHTS)
 bench-search: $(STAMP) $(WEIGHTS)
 	$(BIN)/python -m bench.run --search-batching "$(or $(DATA),samples/grocery-store/images)"
 
-# make eval CATALOG=<dir> QUERIES=<dir>: P@1, P@5, mAP@10 per method against the running
-# service (make run); class = each image's parent folder. Trains the autoencoder on CATALOG.
+# make eval CATALOGUE=<dir> QUERIES=<dir>: P@1, P@5, mAP@10 per method against the running
+# service (make run); class = each image's parent folder. Trains the autoencoder on CATALOGUE.
+# CATALOG= is the name earlier releases documented, still read.
+CATALOGUE ?= $(CATALOG)
 eval: $(STAMP)
-	@test -n "$(CATALOG)" -a -n "$(QUERIES)" || (echo "usage: make eval CATALOG=<dir> QUERIES=<dir>" && exit 2)
+	@test -n "$(CATALOGUE)" -a -n "$(QUERIES)" || (echo "usage: make eval CATALOGUE=<dir> QUERIES=<dir>" && exit 2)
 	API_KEY=$${API_KEY:-$$(cat var/api_key 2>/dev/null)} $(BIN)/imgsearch eval --train \
-		"$(CATALOG)" "$(QUERIES)" --json-out var/eval.json
+		"$(CATALOGUE)" "$(QUERIES)" --json-out var/eval.json
 
 # make export METHOD=vgg16|autoencoder OUT=<file.npz> [VERSION=<version>]: one method's index,
 # its catalogue images (and the autoencoder's model) in a .npz file; make import IN=<file.npz>

@@ -5,7 +5,7 @@
     imgsearch delete ID             remove an image from the catalogue and every index
     imgsearch stats                 catalogue and index sizes, model versions
     imgsearch train                 train the autoencoder on the current catalogue
-    imgsearch eval CATALOG QUERIES  P@1, P@5, mAP@10 per method (class = parent folder)
+    imgsearch eval CATALOGUE QUERIES P@1, P@5, mAP@10 per method (class = parent folder)
 
 The service URL and API key come from --url/--key or IMGSEARCH_URL/API_KEY.
 """
@@ -161,19 +161,19 @@ def print_table(rows: list[tuple[str, ...]]) -> None:
 
 def evaluate(
     client: ApiClient,
-    catalog: Path,
+    catalogue: Path,
     queries: Path,
     concurrency: int = 4,
     quiet: bool = False,
     train: bool = False,
     results_out: Path | None = None,
 ) -> dict[str, Any]:
-    """Index CATALOG through the API (and train the autoencoder on it if asked), query every
+    """Index CATALOGUE through the API (and train the autoencoder on it if asked), query every
     image of QUERIES, measure per method and for the fused list.
 
     RESULTS_OUT, if given, receives one JSON line per query with each method's ranked ids and
     scores: what ``services.gateway.fusion_calibration`` fits the fusion weights on."""
-    indexed = index_folder(client, catalog, quiet=quiet)
+    indexed = index_folder(client, catalogue, quiet=quiet)
     training = None
     if train:
         job_id = client.request("POST", "/models/autoencoder/trainings", json={})["job_id"]
@@ -207,7 +207,7 @@ def evaluate(
                 ranked = [labels.get(r["id"], "?") for r in outcome.get("results", [])]
                 rankings.setdefault(method, []).append((label, ranked))
     report = {
-        "catalog": {"folder": str(catalog), "images": len(labels), "classes": len(relevant)},
+        "catalog": {"folder": str(catalogue), "images": len(labels), "classes": len(relevant)},
         "queries": {"folder": str(queries), "images": len(query_paths)},
         "query_seconds": round(time.monotonic() - started, 1),
         "training": training,
@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluation = commands.add_parser(
         "eval", help="retrieval quality: P@1, P@5, mAP@10", parents=command_options
     )
-    evaluation.add_argument("catalog", type=Path)
+    evaluation.add_argument("catalogue", type=Path)
     evaluation.add_argument("queries", type=Path)
     evaluation.add_argument("--json-out", type=Path, help="also write the report here")
     evaluation.add_argument("--concurrency", type=int, default=4)
@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         "--results-out", type=Path, help="write every query's ranked lists here (JSON lines)"
     )
     evaluation.add_argument(
-        "--train", action="store_true", help="train the autoencoder on CATALOG before querying"
+        "--train", action="store_true", help="train the autoencoder on CATALOGUE before querying"
     )
     args = parser.parse_args(argv)
     client = ApiClient(args.url, args.key)
@@ -319,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(client: ApiClient, args: argparse.Namespace) -> int:
-    for folder in [getattr(args, name, None) for name in ("folder", "catalog", "queries")]:
+    for folder in [getattr(args, name, None) for name in ("folder", "catalogue", "queries")]:
         if folder is not None and not folder.is_dir():
             raise ClientError(f"{folder} is not a folder")
     image = getattr(args, "image", None)
@@ -358,7 +358,7 @@ def _run(client: ApiClient, args: argparse.Namespace) -> int:
     if args.command == "eval":
         report = evaluate(
             client,
-            args.catalog,
+            args.catalogue,
             args.queries,
             args.concurrency,
             train=args.train,

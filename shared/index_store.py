@@ -138,7 +138,7 @@ class IndexStore:
             keys.index_log(method, version),
             keys.index_floor(method, version),
             keys.index_epoch(method, version),
-            *(keys.catalog_meta(image_id) for image_id in ids),
+            *(keys.catalogue_meta(image_id) for image_id in ids),
         ]
         args: list[str | bytes | int] = [
             keys.index_prefix(method, version),

@@ -1,6 +1,7 @@
 """Redis key layout: the one place that spells a key.
 
-Catalogue (written by the gateway, read by everyone):
+Catalogue (written by the gateway, read by everyone; the keys keep the "catalog:" spelling of the
+first release, since they are stored data, while identifiers say "catalogue"):
     catalog:ids                      ZSET  image id -> time added (paging, counting)
     catalog:image:{id}               canonical JPEG the workers embed (same bytes for every model)
     catalog:thumb:{id}               small JPEG for result lists
@@ -48,22 +49,22 @@ Workers:
 
 from typing import Final
 
-CATALOG_IDS: Final = "catalog:ids"
+CATALOGUE_IDS: Final = "catalog:ids"
 INDEX_REGISTRY: Final = "index:registry"
 WORKER_HEARTBEAT_SECONDS: Final = 5.0
 WORKER_STALE_SECONDS: Final = 30.0
 TRAINING_LEASE_SECONDS: Final = 600
 
 
-def catalog_image(image_id: str) -> str:
+def catalogue_image(image_id: str) -> str:
     return f"catalog:image:{image_id}"
 
 
-def catalog_thumb(image_id: str) -> str:
+def catalogue_thumb(image_id: str) -> str:
     return f"catalog:thumb:{image_id}"
 
 
-def catalog_meta(image_id: str) -> str:
+def catalogue_meta(image_id: str) -> str:
     return f"catalog:meta:{image_id}"
 
 

@@ -121,9 +121,9 @@ class AutoencoderService(MethodService):
                 **options,
             }
         )
-        ids = self.catalog.ids()
+        ids = self.catalogue.ids()
         report({"phase": "loading", "images": len(ids)})
-        jpegs = [jpeg for jpeg in self.catalog.get_images(ids) if jpeg is not None]
+        jpegs = [jpeg for jpeg in self.catalogue.get_images(ids) if jpeg is not None]
         if len(jpegs) < 2:
             raise ValueError("training needs at least 2 catalogue images")
         images = decode_images(jpegs, cfg.autoencoder_input_size)
@@ -167,7 +167,7 @@ class AutoencoderService(MethodService):
         model = ModelFile(outcome.model_bytes, json.dumps(meta), artifacts)
         self.models.save(METHOD, version, model, building=True)
         self.remember(embedder)
-        ids = self.catalog.ids()
+        ids = self.catalogue.ids()
         step = max(self.batch_size, 256)
         for start in range(0, len(ids), step):
             report(

@@ -5,10 +5,10 @@ from typing import Any
 
 from flask import url_for
 
-from shared.catalog import ImageMeta
+from shared.catalogue import ImageMeta
 from shared.contracts import ImagePage
 
-from .context import catalog
+from .context import catalogue
 from .errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def not_found(image_id: str) -> ApiError:
 
 
 def image(image_id: str) -> dict[str, Any]:
-    meta = catalog().get_meta(image_id)
+    meta = catalogue().get_meta(image_id)
     if meta is None:
         raise not_found(image_id)
     return describe(meta)
@@ -49,10 +49,10 @@ def image(image_id: str) -> dict[str, Any]:
 
 def page(request: ImagePage) -> dict[str, Any]:
     """A page of the catalogue, in the order images were added (the ImageList model)."""
-    ids = catalog().ids(request.offset, request.limit)
-    metas = catalog().get_metas(ids)
+    ids = catalogue().ids(request.offset, request.limit)
+    metas = catalogue().get_metas(ids)
     return {
-        "total": catalog().size(),
+        "total": catalogue().size(),
         "offset": request.offset,
         "limit": request.limit,
         "images": [describe(metas[i]) for i in ids if i in metas],
@@ -61,12 +61,12 @@ def page(request: ImagePage) -> dict[str, Any]:
 
 def existing(ids: list[str]) -> list[str]:
     """The ids that are in the catalogue, in the order given."""
-    found = catalog().existing(ids)
+    found = catalogue().existing(ids)
     return [i for i in ids if i in found]
 
 
 def delete(image_id: str) -> dict[str, Any]:
-    if not catalog().delete(image_id):
+    if not catalogue().delete(image_id):
         raise not_found(image_id)
     log.info("image deleted", extra={"image_id": image_id})
     return {"id": image_id, "deleted": True}
@@ -74,7 +74,7 @@ def delete(image_id: str) -> dict[str, Any]:
 
 def jpeg(image_id: str, thumbnail: bool = False) -> bytes:
     """The stored canonical JPEG of an image, or its thumbnail."""
-    data = catalog().get_thumbnail(image_id) if thumbnail else catalog().get_image(image_id)
+    data = catalogue().get_thumbnail(image_id) if thumbnail else catalogue().get_image(image_id)
     if data is None:
         raise not_found(image_id)
     return data

@@ -4,7 +4,7 @@ import redis
 from celery import Celery
 from flask import current_app
 
-from shared.catalog import Catalog
+from shared.catalogue import Catalogue
 
 from .settings import GatewaySettings
 
@@ -17,8 +17,8 @@ def redis_client() -> redis.Redis:
     return current_app.extensions["redis"]
 
 
-def catalog() -> Catalog:
-    return current_app.extensions["catalog"]
+def catalogue() -> Catalogue:
+    return current_app.extensions["catalogue"]
 
 
 def celery() -> Celery:

@@ -1,6 +1,6 @@
 """Fit the fusion weights on held-out queries.
 
-    imgsearch eval CATALOG VALIDATION_QUERIES --results-out var/val.jsonl
+    imgsearch eval CATALOGUE VALIDATION_QUERIES --results-out var/val.jsonl
     python -m services.gateway.fusion_calibration var/val.jsonl
 
 Replays every query's per-method lists (as the workers returned them) through each fusion

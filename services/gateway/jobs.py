@@ -41,7 +41,7 @@ from shared.jobs import (
 )
 
 from .catalogue import image_links
-from .context import catalog, celery, redis_client, settings
+from .context import catalogue, celery, redis_client, settings
 from .errors import ApiError, validated
 from .results import decorate, fuse_rankings
 from .waiting import wait_for_change
@@ -191,7 +191,7 @@ def job_view(job: JobRecord) -> dict[str, Any]:
     final = merged["status"] in FINAL_STATUSES
     candidates = _candidate_ids(merged) if final else []
     # Read before the view is cut: an image deleted in between makes the next read cut again.
-    present = sorted(catalog().existing(candidates)) if candidates else []
+    present = sorted(catalogue().existing(candidates)) if candidates else []
     view = _with_search_results(merged, job) if job.kind == "search" else merged
     if final:
         record = {
@@ -206,7 +206,7 @@ def job_view(job: JobRecord) -> dict[str, Any]:
 
 def _as_read_now(stored: dict[str, Any], job: JobRecord) -> dict[str, Any]:
     candidates = stored["candidates"]
-    if not candidates or sorted(catalog().existing(candidates)) == stored["present"]:
+    if not candidates or sorted(catalogue().existing(candidates)) == stored["present"]:
         return stored["view"]
     return _with_search_results(stored["merged"], job)  # an image was deleted (or re-added)
 
@@ -315,7 +315,7 @@ def _with_search_results(merged: dict[str, Any], job: JobRecord) -> dict[str, An
     """A search's view: each method's results without images that left the catalogue, cut
     to k and ranked again, and the fused list."""
     view = copy.deepcopy(merged)
-    metas = catalog().get_metas(_candidate_ids(view))
+    metas = catalogue().get_metas(_candidate_ids(view))
 
     def describe(image_id: str) -> dict[str, Any] | None:
         meta = metas.get(image_id)

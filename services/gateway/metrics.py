@@ -31,7 +31,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from shared import keys, names
-from shared.catalog import Catalog
+from shared.catalogue import Catalogue
 from shared.index_store import IndexStore
 
 from .auth import read_access
@@ -72,7 +72,7 @@ class RedisStateCollector(Collector):
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
-        self.catalog = Catalog(client)
+        self.catalogue = Catalogue(client)
         self.store = IndexStore(client)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -108,7 +108,7 @@ class RedisStateCollector(Collector):
             workers.add_metric([queue], replies[2 * n + 1])
 
         catalogue = GaugeMetricFamily("imgsearch_catalogue_images", "Images in the catalogue")
-        catalogue.add_metric([], self.catalog.size())
+        catalogue.add_metric([], self.catalogue.size())
         index = GaugeMetricFamily(
             "imgsearch_index_size",
             "Vectors in the index of each method's active model version (0 without a model)",

@@ -13,7 +13,7 @@ from shared.index_store import IndexStore
 from shared.model_store import ModelStore
 
 from . import jobs
-from .context import catalog, redis_client, settings
+from .context import catalogue, redis_client, settings
 from .errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def retrain_if_catalogue_grew() -> str | None:
         [keys.model_meta(METHOD, active), keys.retrain_started_at_size(METHOD)]
     )
     trained_on = json.loads(meta or "{}").get("images", 0)
-    size = catalog().size()
+    size = catalogue().size()
     if size < max(trained_on, int(last_start or 0)) * (1 + growth):
         return None
     job_id = jobs.start_training({}, trigger="catalogue_growth")
@@ -54,7 +54,7 @@ def retrain_if_catalogue_grew() -> str | None:
 
 def train_on_request(options: TrainingOptions) -> str:
     """Start a training a client asked for; its job id. 409 when it cannot start."""
-    if catalog().size() == 0:
+    if catalogue().size() == 0:
         raise ApiError(409, "empty_catalogue", "add images before training the autoencoder")
     job_id = jobs.start_training(options.model_dump(exclude_unset=True))
     if job_id is None:
@@ -77,12 +77,12 @@ def activate(version: str) -> dict[str, Any]:
     if version in versions.building:
         raise ApiError(409, "version_not_ready", f"version {version!r} is still being built")
     if version not in versions.retained:
-        indexed, catalogue = store.size(METHOD, version), catalog().size()
-        if indexed < catalogue:
+        indexed, catalogue_size = store.size(METHOD, version), catalogue().size()
+        if indexed < catalogue_size:
             raise ApiError(
                 409,
                 "index_incomplete",
-                f"version {version!r} has vectors for {indexed} of {catalogue} images; "
+                f"version {version!r} has vectors for {indexed} of {catalogue_size} images; "
                 "train again instead",
             )
     previous = versions.active

@@ -7,7 +7,7 @@ from shared import keys, names
 from shared.index_store import IndexStore
 
 from .auth import given_key, key_is_valid
-from .context import catalog, redis_client, settings
+from .context import catalogue, redis_client, settings
 
 
 def health() -> tuple[dict[str, Any], int]:
@@ -56,4 +56,4 @@ def stats() -> dict[str, Any]:
             "index_size": store.size(method, active) if active else 0,
             "building": {version: store.size(method, version) for version in building},
         }
-    return {"catalogue_size": catalog().size(), "methods": methods}
+    return {"catalogue_size": catalogue().size(), "methods": methods}

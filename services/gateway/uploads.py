@@ -16,7 +16,7 @@ from shared.images import (
 )
 
 from . import jobs, model_versions
-from .context import catalog, settings
+from .context import catalogue, settings
 from .errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def add_images(files: list[FileStorage], upload: ImageUpload) -> dict[str, Any]:
     stored: list[dict[str, Any]] = []
     for position, image_id, image in accepted:
         filename = files[position].filename
-        created = catalog().put(
+        created = catalogue().put(
             image_id, image, filename=filename or None, metadata=upload.metadata_of(position)
         )
         stored.append({"id": image_id, "filename": filename, "created": created})

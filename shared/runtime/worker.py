@@ -22,7 +22,7 @@ from celery import Celery, signals
 from celery.exceptions import SoftTimeLimitExceeded
 
 from shared import keys, names
-from shared.catalog import Catalog
+from shared.catalogue import Catalogue
 from shared.contracts import (
     EmbedBatchTask,
     Hit,
@@ -72,7 +72,7 @@ class MethodService(ABC):
         self.settings = settings
         self.batch_size = batch_size
         self.redis = redis_client(settings)
-        self.catalog = Catalog(self.redis)
+        self.catalogue = Catalogue(self.redis)
         self.store = IndexStore(self.redis)
         self.worker_name = socket.gethostname()  # replaced by the Celery node name at start
         self._replicas: dict[str, IndexReplica] = {}
@@ -193,7 +193,7 @@ class MethodService(ABC):
             chunk = todo[start : start + self.batch_size]
             found = [
                 (i, entry)
-                for i, entry in zip(chunk, self.catalog.get_images_and_hashes(chunk), strict=True)
+                for i, entry in zip(chunk, self.catalogue.get_images_and_hashes(chunk), strict=True)
                 if entry
             ]
             gone += len(chunk) - len(found)

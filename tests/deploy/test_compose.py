@@ -150,7 +150,7 @@ class Stack:
             "v = (r.get(keys.active_version('vgg16')) or b'').decode(); "
             "adds = collections.Counter(f[b'id'].decode() for _, f in "
             "r.xrange(keys.index_log('vgg16', v)) if f[b'op'] == b'add') if v else {}; "
-            "print(json.dumps({'version': v, 'catalogue': r.zcard(keys.CATALOG_IDS), "
+            "print(json.dumps({'version': v, 'catalogue': r.zcard(keys.CATALOGUE_IDS), "
             "'vectors': r.hlen(keys.index_vectors('vgg16', v)) if v else 0, "
             "'adds': adds, 'unacked': r.hlen('unacked'), 'aof': r.info('persistence')"
             "['aof_enabled']}))"

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from shared.catalog import Catalog
+from shared.catalogue import Catalogue
 from shared.images import canonicalize
 from shared.index_store import IndexStore
 from shared.runtime.vector_index import (
@@ -57,7 +57,7 @@ def test_empty_index_and_k_larger_than_index():
 
 
 def add_catalogue_entries(client, ids, colour_offset=0):
-    catalog = Catalog(client)
+    catalogue = Catalogue(client)
     import io
 
     from PIL import Image
@@ -66,27 +66,27 @@ def add_catalogue_entries(client, ids, colour_offset=0):
         buffer = io.BytesIO()
         Image.new("RGB", (8, 8), ((n + colour_offset) % 256, 0, 0)).save(buffer, "PNG")
         image = canonicalize(buffer.getvalue(), max_side=64, max_pixels=10_000)
-        catalog.put(image_id, image, filename=None, metadata={})
-    return catalog
+        catalogue.put(image_id, image, filename=None, metadata={})
+    return catalogue
 
 
 def test_replicas_see_each_others_adds_and_deletes(redis_client):
     store = IndexStore(redis_client)
-    catalog = add_catalogue_entries(redis_client, ["a", "b", "c"])
+    catalogue = add_catalogue_entries(redis_client, ["a", "b", "c"])
     first = IndexReplica(store, "vgg16", "v1", 2, "cosine")
     second = IndexReplica(store, "vgg16", "v1", 2, "cosine")
     store.add_vectors("vgg16", "v1", {"a": vector_to_bytes(np.array([1, 0]))})
     assert [h.id for h in first.search(np.array([1, 0], np.float32), 5)] == ["a"]
     store.add_vectors("vgg16", "v1", {"b": vector_to_bytes(np.array([0, 1]))})
-    catalog.delete("a")
+    catalogue.delete("a")
     assert [h.id for h in first.search(np.array([1, 0], np.float32), 5)] == ["b"]
     assert [h.id for h in second.search(np.array([1, 0], np.float32), 5)] == ["b"]
 
 
 def test_vectors_of_deleted_images_are_never_stored(redis_client):
     store = IndexStore(redis_client)
-    catalog = add_catalogue_entries(redis_client, ["kept", "gone"])
-    catalog.delete("gone")  # deleted while its embedding was being computed
+    catalogue = add_catalogue_entries(redis_client, ["kept", "gone"])
+    catalogue.delete("gone")  # deleted while its embedding was being computed
     stored = store.add_vectors(
         "vgg16", "v1", {"kept": vector_to_bytes(np.ones(2)), "gone": vector_to_bytes(np.ones(2))}
     )
@@ -96,8 +96,8 @@ def test_vectors_of_deleted_images_are_never_stored(redis_client):
 
 def test_a_vector_of_a_replaced_picture_is_never_stored(redis_client):
     store = IndexStore(redis_client)
-    catalog = add_catalogue_entries(redis_client, ["swap", "same"])
-    (_, old_hash), (_, same_hash) = catalog.get_images_and_hashes(["swap", "same"])
+    catalogue = add_catalogue_entries(redis_client, ["swap", "same"])
+    (_, old_hash), (_, same_hash) = catalogue.get_images_and_hashes(["swap", "same"])
     add_catalogue_entries(redis_client, ["swap"], colour_offset=99)  # new picture, same id
     stored = store.add_vectors(
         "vgg16",
@@ -114,20 +114,20 @@ def test_an_upload_drops_vectors_of_an_entry_it_did_not_see(redis_client, monkey
     add_catalogue_entries(redis_client, ["x"])
     store.add_vectors("vgg16", "v1", {"x": vector_to_bytes(np.ones(2))})
     # Two uploads of one id at the same moment: the second looked before the first wrote.
-    monkeypatch.setattr(Catalog, "get_meta", lambda self, image_id: None)
+    monkeypatch.setattr(Catalogue, "get_meta", lambda self, image_id: None)
     add_catalogue_entries(redis_client, ["x"], colour_offset=5)
     assert store.size("vgg16", "v1") == 0
 
 
 def test_delete_reaches_every_method_and_version(redis_client):
     store = IndexStore(redis_client)
-    catalog = add_catalogue_entries(redis_client, ["x"])
+    catalogue = add_catalogue_entries(redis_client, ["x"])
     for method, version in [("vgg16", "v1"), ("autoencoder", "ae1"), ("autoencoder", "ae2")]:
         store.add_vectors(method, version, {"x": vector_to_bytes(np.ones(4))})
-    assert catalog.delete("x")
+    assert catalogue.delete("x")
     for method, version in [("vgg16", "v1"), ("autoencoder", "ae1"), ("autoencoder", "ae2")]:
         assert store.size(method, version) == 0
-    assert not catalog.delete("x")
+    assert not catalogue.delete("x")
 
 
 def test_replica_reloads_when_the_log_was_trimmed_past_it(redis_client, monkeypatch):
@@ -266,7 +266,7 @@ def test_replica_graph_follows_adds_and_deletes(redis_client):
     far = unit(1, -1, 1, -1, 1, -1, 1, -1)
     store.add_vectors("vgg16", "v1", {"late": vector_to_bytes(far)})
     assert replica.search(far, 1)[0].id == "late"
-    Catalog(redis_client).delete("late")
+    Catalogue(redis_client).delete("late")
     assert "late" not in [h.id for h in replica.search(far, 50)]
     assert len(replica.graph) == len(replica.index) == 300
 
@@ -279,7 +279,7 @@ def test_changes_made_while_the_graph_builds_reach_it(redis_client):
     build = replica._graph_build = replica._start_graph_build()
     target = unit(-1, 1, -1, 1, -1, 1, -1, 1)
     store.add_vectors("vgg16", "v1", {"later": vector_to_bytes(target)})
-    Catalog(redis_client).delete("v0")
+    Catalogue(redis_client).delete("v0")
     replica.sync()
     replica._build_graph(build)
     assert replica.graph is not None and len(replica.graph) == 100

@@ -8,7 +8,7 @@ import zipfile
 
 import numpy as np
 
-from shared.catalog import ImageMeta
+from shared.catalogue import ImageMeta
 from shared.images import canonicalize
 from tests.helpers.images import solid
 from tools.index_transfer.file_format import ImageEntry, IndexFile, ModelFile
@@ -17,7 +17,7 @@ VGG16_VERSION = "vgg16-imagenet-pool512"
 
 
 def image_entries(ids: list[str], seed: int = 0) -> list[ImageEntry]:
-    """Catalogue entries as Catalog.put stores them, of distinct small pictures."""
+    """Catalogue entries as Catalogue.put stores them, of distinct small pictures."""
     entries = []
     for n, image_id in enumerate(ids):
         colour = ((seed * 37 + n * 53) % 256, (n * 91) % 256, 120)

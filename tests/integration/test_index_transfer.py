@@ -11,7 +11,7 @@ import redis
 
 from deploy.launcher import Processes
 from shared import keys
-from shared.catalog import Catalog
+from shared.catalogue import Catalogue
 from shared.index_store import IndexStore
 from shared.runtime.vector_index import vector_to_bytes
 from tests.conftest import ROOT, fresh_database
@@ -52,7 +52,7 @@ def transfer(redis_url: str, *args: str) -> subprocess.CompletedProcess:
 def fill(client: redis.Redis, index) -> None:
     """Store an index file's content the way the services do: uploads, embeddings, model."""
     store = IndexStore(client)
-    Catalog(client).add_absent([(e.meta, e.jpeg, e.thumbnail) for e in index.images])
+    Catalogue(client).add_absent([(e.meta, e.jpeg, e.thumbnail) for e in index.images])
     store.add_vectors(
         index.method,
         index.model_version,
@@ -75,15 +75,15 @@ def snapshot(client: redis.Redis) -> dict[bytes, bytes]:
 
 
 def catalogue_records(client: redis.Redis) -> dict[str, tuple]:
-    catalog = Catalog(client)
+    catalogue = Catalogue(client)
     return {
         image_id: (
-            client.get(keys.catalog_meta(image_id)),
-            catalog.get_image(image_id),
-            catalog.get_thumbnail(image_id),
-            client.zscore(keys.CATALOG_IDS, image_id),
+            client.get(keys.catalogue_meta(image_id)),
+            catalogue.get_image(image_id),
+            catalogue.get_thumbnail(image_id),
+            client.zscore(keys.CATALOGUE_IDS, image_id),
         )
-        for image_id in catalog.ids()
+        for image_id in catalogue.ids()
     }
 
 
@@ -183,7 +183,7 @@ def test_other_pictures_are_kept_and_other_layers_refused(databases, tmp_path):
     other = vgg16_file(["clash"], seed=5)  # another picture under the id "clash"
     fill(target, other)
     same = index.images[0]
-    Catalog(target).add_absent([(same.meta, same.jpeg, same.thumbnail)])
+    Catalogue(target).add_absent([(same.meta, same.jpeg, same.thumbnail)])
     clash_before = catalogue_records(target)["clash"]
     done = transfer(target_url, "import", path)
     assert done.returncode == 0, done.stderr
@@ -215,13 +215,13 @@ def test_an_imported_vgg16_index_answers_searches_it_never_embedded(
     source_url = fresh_database(redis_url)
     source = redis.Redis.from_url(source_url)
     paths = {"moved-lemon": sample_images["Lemon"][0], "moved-garlic": sample_images["Garlic"][0]}
-    catalog = Catalog(source)
+    catalogue = Catalogue(source)
     for image_id, path in paths.items():
         image = canonicalize(path.read_bytes(), max_side=512, max_pixels=50_000_000)
-        catalog.put(image_id, image, filename=path.name, metadata={})
+        catalogue.put(image_id, image, filename=path.name, metadata={})
     embedder = Vgg16Embedder(Vgg16Settings(vgg16_weights_dir=ROOT / "var" / "weights"))
     embedder.load()
-    found = catalog.get_images_and_hashes(list(paths))
+    found = catalogue.get_images_and_hashes(list(paths))
     vectors = embedder.embed(decode_images([jpeg for jpeg, _ in found], embedder.input_size))
     IndexStore(source).add_vectors(
         "vgg16",

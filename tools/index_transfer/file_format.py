@@ -22,7 +22,7 @@ from typing import Final
 import numpy as np
 
 from shared import names
-from shared.catalog import ImageMeta
+from shared.catalogue import ImageMeta
 from shared.images import ImageRejected, validate_image_id
 from shared.model_store import MODEL_ARTIFACTS, ModelFile
 from shared.runtime.vector_index import VECTOR_DTYPE

@@ -12,7 +12,7 @@ import numpy as np
 import redis
 
 from shared import keys, names
-from shared.catalog import Catalog, ImageMeta
+from shared.catalogue import Catalogue, ImageMeta
 from shared.index_store import IndexStore
 from shared.model_store import ModelStore
 from shared.runtime.vector_index import VECTOR_DTYPE, vector_from_bytes, vector_to_bytes
@@ -89,9 +89,9 @@ def _read_entries(
 ) -> Iterator[tuple[ImageEntry, bytes]]:
     pipe = client.pipeline(transaction=True)
     pipe.hmget(keys.index_vectors(method, version), ids)
-    pipe.mget([keys.catalog_meta(i) for i in ids])
-    pipe.mget([keys.catalog_image(i) for i in ids])
-    pipe.mget([keys.catalog_thumb(i) for i in ids])
+    pipe.mget([keys.catalogue_meta(i) for i in ids])
+    pipe.mget([keys.catalogue_image(i) for i in ids])
+    pipe.mget([keys.catalogue_thumb(i) for i in ids])
     for vector, meta, jpeg, thumb in zip(*pipe.execute(), strict=True):
         if vector and meta and jpeg and thumb:
             yield ImageEntry(ImageMeta.from_json(meta), jpeg, thumb), vector
@@ -137,7 +137,7 @@ def import_index(client: redis.Redis, index: IndexFile, batch: int = BATCH) -> I
     overwritten: the vector of an image whose id holds another picture here is skipped.
     """
     store = IndexStore(client)
-    catalog = Catalog(client)
+    catalogue = Catalogue(client)
     method, version = index.method, index.model_version
     _check_target(client, store, index)
     summary = ImportSummary(method, version)
@@ -150,7 +150,7 @@ def import_index(client: redis.Redis, index: IndexFile, batch: int = BATCH) -> I
         summary.notes.append(f"model: {'stored' if stored else 'already stored'}")
     for start in range(0, len(index.images), batch):
         entries = index.images[start : start + batch]
-        outcome = catalog.add_absent([(e.meta, e.jpeg, e.thumbnail) for e in entries])
+        outcome = catalogue.add_absent([(e.meta, e.jpeg, e.thumbnail) for e in entries])
         summary.images_added += sum(1 for o in outcome.values() if o == "added")
         summary.images_present += sum(1 for o in outcome.values() if o == "present")
         summary.skip(CONFLICT, [i for i, o in outcome.items() if o == "conflict"])
@@ -171,7 +171,7 @@ def import_index(client: redis.Redis, index: IndexFile, batch: int = BATCH) -> I
         if added < len(todo):
             summary.skip(GONE, store.missing(method, version, todo))
     if activate:
-        summary.notes.append(_activate(store, catalog, method, version))
+        summary.notes.append(_activate(store, catalogue, method, version))
     elif index.model is not None and (active := store.versions(method).active) != version:
         summary.notes.append(
             f"not activated: {active} answers searches here "
@@ -198,10 +198,10 @@ def _check_target(client: redis.Redis, store: IndexStore, index: IndexFile) -> N
             raise TransferRefused(f"another model is stored here as {method} version {version}")
 
 
-def _activate(store: IndexStore, catalog: Catalog, method: str, version: str) -> str:
+def _activate(store: IndexStore, catalogue: Catalogue, method: str, version: str) -> str:
     """Activate an imported version if its index covers the catalogue (as the gateway's
     activate requires) and no version became active meanwhile."""
-    indexed, total = store.size(method, version), catalog.size()
+    indexed, total = store.size(method, version), catalogue.size()
     active = store.versions(method).active
     if indexed < total or active is not None:
         store.redis.srem(keys.building_versions(method), version)

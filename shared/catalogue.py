@@ -36,7 +36,7 @@ class ImageMeta:
         return cls(**json.loads(raw))
 
 
-class Catalog:
+class Catalogue:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
         self.index_store = IndexStore(client)
@@ -58,7 +58,7 @@ class Catalog:
         if existing is not None and existing.content_hash == image.content_hash:
             if existing.metadata != metadata and metadata:
                 updated = ImageMeta(**{**asdict(existing), "metadata": metadata})
-                self.redis.set(keys.catalog_meta(image_id), updated.to_json())
+                self.redis.set(keys.catalogue_meta(image_id), updated.to_json())
             return False
         meta = ImageMeta(
             id=image_id,
@@ -88,7 +88,7 @@ class Catalog:
         """
         if not entries:
             return {}
-        meta_keys = [keys.catalog_meta(meta.id) for meta, _, _ in entries]
+        meta_keys = [keys.catalogue_meta(meta.id) for meta, _, _ in entries]
         with self.redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
@@ -113,43 +113,43 @@ class Catalog:
 
     @staticmethod
     def _queue_write(pipe: redis.client.Pipeline, meta: ImageMeta, jpeg: bytes, thumb: bytes):
-        pipe.set(keys.catalog_image(meta.id), jpeg)
-        pipe.set(keys.catalog_thumb(meta.id), thumb)
-        pipe.set(keys.catalog_meta(meta.id), meta.to_json())
-        pipe.zadd(keys.CATALOG_IDS, {meta.id: meta.added_at})
+        pipe.set(keys.catalogue_image(meta.id), jpeg)
+        pipe.set(keys.catalogue_thumb(meta.id), thumb)
+        pipe.set(keys.catalogue_meta(meta.id), meta.to_json())
+        pipe.zadd(keys.CATALOGUE_IDS, {meta.id: meta.added_at})
 
     def delete(self, image_id: str) -> bool:
         """Remove an image from the catalogue and from every index; False if it was unknown."""
         pipe = self.redis.pipeline(transaction=True)
         self.index_store.forget_image(image_id, pipe=pipe)
-        pipe.delete(keys.catalog_image(image_id), keys.catalog_thumb(image_id))
-        pipe.delete(keys.catalog_meta(image_id))
-        pipe.zrem(keys.CATALOG_IDS, image_id)
+        pipe.delete(keys.catalogue_image(image_id), keys.catalogue_thumb(image_id))
+        pipe.delete(keys.catalogue_meta(image_id))
+        pipe.zrem(keys.CATALOGUE_IDS, image_id)
         return bool(pipe.execute()[-2])
 
     def get_meta(self, image_id: str) -> ImageMeta | None:
-        raw = self.redis.get(keys.catalog_meta(image_id))
+        raw = self.redis.get(keys.catalogue_meta(image_id))
         return ImageMeta.from_json(raw) if raw else None
 
     def get_metas(self, image_ids: list[str]) -> dict[str, ImageMeta]:
         if not image_ids:
             return {}
-        raws = self.redis.mget([keys.catalog_meta(i) for i in image_ids])
+        raws = self.redis.mget([keys.catalogue_meta(i) for i in image_ids])
         return {i: ImageMeta.from_json(raw) for i, raw in zip(image_ids, raws, strict=True) if raw}
 
     def existing(self, image_ids: list[str]) -> set[str]:
         if not image_ids:
             return set()
-        scores = self.redis.zmscore(keys.CATALOG_IDS, image_ids)
+        scores = self.redis.zmscore(keys.CATALOGUE_IDS, image_ids)
         return {i for i, score in zip(image_ids, scores, strict=True) if score is not None}
 
     def get_image(self, image_id: str) -> bytes | None:
-        return self.redis.get(keys.catalog_image(image_id))
+        return self.redis.get(keys.catalogue_image(image_id))
 
     def get_images(self, image_ids: list[str]) -> list[bytes | None]:
         if not image_ids:
             return []
-        return self.redis.mget([keys.catalog_image(i) for i in image_ids])
+        return self.redis.mget([keys.catalogue_image(i) for i in image_ids])
 
     def get_images_and_hashes(self, image_ids: list[str]) -> list[tuple[bytes, str] | None]:
         """Each image with the content hash of its upload, read together in one command (so
@@ -157,7 +157,8 @@ class Catalog:
         if not image_ids:
             return []
         raws = self.redis.mget(
-            [keys.catalog_image(i) for i in image_ids] + [keys.catalog_meta(i) for i in image_ids]
+            [keys.catalogue_image(i) for i in image_ids]
+            + [keys.catalogue_meta(i) for i in image_ids]
         )
         images, metas = raws[: len(image_ids)], raws[len(image_ids) :]
         return [
@@ -166,12 +167,12 @@ class Catalog:
         ]
 
     def get_thumbnail(self, image_id: str) -> bytes | None:
-        return self.redis.get(keys.catalog_thumb(image_id))
+        return self.redis.get(keys.catalogue_thumb(image_id))
 
     def size(self) -> int:
-        return int(self.redis.zcard(keys.CATALOG_IDS))
+        return int(self.redis.zcard(keys.CATALOGUE_IDS))
 
     def ids(self, offset: int = 0, limit: int | None = None) -> list[str]:
         """Image ids in the order they were added."""
         end = -1 if limit is None else offset + limit - 1
-        return [raw.decode() for raw in self.redis.zrange(keys.CATALOG_IDS, offset, end)]
+        return [raw.decode() for raw in self.redis.zrange(keys.CATALOGUE_IDS, offset, end)]
