@@ -13,6 +13,7 @@ and the sentence the client reads (and the HTTP status when it is not 400), so o
 """
 
 import json
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -35,6 +36,11 @@ from shared.images import IMAGE_ID_PATTERN
 Status = Literal["queued", "running", "done", "failed"]
 METADATA_MAX_CHARS = 16_384
 LOOKUP_MAX_IDS = 10_000
+# A search's metadata filter: equality conditions, all of which must hold.
+FILTER_MAX_KEYS = 8
+FILTER_KEY_MAX_CHARS = 128
+FILTER_VALUE_MAX_CHARS = 256
+FilterValue = str | bool | int | float
 
 
 # Refusals ---------------------------------------------------------------------------------
@@ -155,9 +161,19 @@ def parse_metadata(raw: str) -> dict[str, Any]:
 
 
 class SearchForm(BaseModel):
-    """POST /searches: the multipart form."""
+    """POST /searches: the form (multipart, or urlencoded with 'url')."""
 
-    file: bytes = Field(description="The query photo (exactly one).")
+    file: bytes | SkipJsonSchema[None] = Field(
+        default=None, description="The query photo (exactly one), or give 'url' instead."
+    )
+    url: str | SkipJsonSchema[None] = Field(
+        default=None,
+        max_length=2048,
+        description="An http(s) URL of the query photo, instead of 'file': the gateway "
+        "fetches it (URL_FETCH_* limits; hosts on loopback, private, link-local or metadata "
+        "addresses are refused with 400 url_address_refused).",
+        examples=["https://example.com/lemon.jpg"],
+    )
     k: int = Field(
         default=10, ge=1, description="Results per method (at most MAX_K; default DEFAULT_K)."
     )
@@ -166,25 +182,48 @@ class SearchForm(BaseModel):
         description=f"Comma-separated subset of {', '.join(names.METHODS)} (default: all).",
         examples=[",".join(names.METHODS)],
     )
+    filter: str | SkipJsonSchema[None] = Field(
+        default=None,
+        description="A JSON object of equality conditions on the images' metadata, all of "
+        f"which must hold (at most {FILTER_MAX_KEYS} keys; values strings, numbers or "
+        "booleans): only matching images are returned, still k of them when the catalogue "
+        "holds k.",
+        examples=['{"label": "Lemon"}'],
+    )
 
 
 class SearchRequest(BaseModel):
-    """POST /searches, read: one file, k within MAX_K, known methods."""
+    """POST /searches, read: one file or one URL, k within MAX_K, known methods, a filter."""
 
     files: int
+    url: str | None = None
     k: int
     methods: list[names.Method]
+    filter: dict[str, FilterValue] | None = None
 
-    @field_validator("files")
+    @model_validator(mode="after")
+    def _one_query(self) -> "SearchRequest":
+        if self.url is not None and self.files:
+            raise invalid("file_and_url", "send either a 'file' or a 'url', not both")
+        if self.url is None:
+            if self.files == 0:
+                raise invalid(
+                    "missing_file",
+                    "send the image as multipart/form-data in a field named 'file', "
+                    "or its address in a field named 'url'",
+                )
+            if self.files != 1:
+                raise invalid("one_file_only", "a search takes exactly one 'file'")
+        return self
+
+    @field_validator("url", mode="before")
     @classmethod
-    def _one_file(cls, files: int) -> int:
-        if files == 0:
-            raise invalid(
-                "missing_file", "send the image as multipart/form-data in a field named 'file'"
-            )
-        if files != 1:
-            raise invalid("one_file_only", "a search takes exactly one 'file'")
-        return files
+    def _url(cls, raw: Any) -> str | None:
+        if raw is None:
+            return None
+        if not isinstance(raw, str) or not raw.strip():
+            raise invalid("invalid_url", "'url' must be an http:// or https:// address")
+        return raw.strip()
 
     @field_validator("k", mode="before")
     @classmethod
@@ -204,6 +243,51 @@ class SearchRequest(BaseModel):
                 f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(names.METHODS)}",
             )
         return list(dict.fromkeys(requested))
+
+    @field_validator("filter", mode="before")
+    @classmethod
+    def _filter(cls, raw: Any) -> dict[str, Any] | None:
+        return parse_filter(raw)
+
+
+def parse_filter(raw: Any) -> dict[str, Any] | None:
+    """A search's 'filter': a JSON object (text or parsed) of metadata key -> value."""
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise invalid(
+                "invalid_filter", '\'filter\' is not valid JSON: send e.g. {"label": "Lemon"}'
+            ) from None
+    if not isinstance(raw, dict) or not raw:
+        raise invalid(
+            "invalid_filter", '\'filter\' must be a non-empty JSON object, e.g. {"label": "Lemon"}'
+        )
+    if len(raw) > FILTER_MAX_KEYS:
+        raise invalid("invalid_filter", f"'filter' may name at most {FILTER_MAX_KEYS} keys")
+    for key, value in raw.items():
+        if not key or len(key) > FILTER_KEY_MAX_CHARS:
+            raise invalid(
+                "invalid_filter",
+                f"a 'filter' key must be 1 to {FILTER_KEY_MAX_CHARS} characters long",
+            )
+        if not _scalar(value):
+            raise invalid(
+                "invalid_filter",
+                f"'filter' value of {key[:40]!r} must be a string (at most "
+                f"{FILTER_VALUE_MAX_CHARS} characters), a finite number or a boolean",
+            )
+    return raw
+
+
+def _scalar(value: Any) -> bool:
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, int | float):
+        return math.isfinite(value)
+    return isinstance(value, str) and len(value) <= FILTER_VALUE_MAX_CHARS
 
 
 class LookupRequest(BaseModel):
@@ -307,10 +391,17 @@ class TaskPayload(BaseModel):
 
 
 class SearchTask(TaskPayload):
-    """``{method}.search``: embed the query image stored under ``query_key``, return k hits."""
+    """``{method}.search``: embed the query image stored under ``query_key``, return k hits
+    (only images whose metadata matches ``filter``, when given)."""
 
     query_key: str
     k: int = Field(ge=1)
+    filter: dict[str, FilterValue] | None = None
+
+    def as_args(self) -> list[Any]:
+        # Without a filter, the three arguments a worker of the previous release takes.
+        args = super().as_args()
+        return args if self.filter else args[:3]
 
 
 class EmbedBatchTask(TaskPayload):

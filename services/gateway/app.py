@@ -18,6 +18,7 @@ from .inputs import MAX_FORM_FIELD_BYTES, GatewayRequest
 from .metrics import init_metrics
 from .routes import api
 from .settings import GatewaySettings
+from .url_fetch import FetchLimits, UrlFetcher
 from .waiting import WaitSlots
 from .web import web
 
@@ -40,6 +41,15 @@ def create_app(settings: GatewaySettings | None = None) -> Flask:
     app.extensions["wait_slots"] = WaitSlots(settings.max_waiting_requests)
     app.extensions["decode_slots"] = DecodeSlots(
         settings.max_concurrent_decodes, settings.decode_wait_seconds
+    )
+    app.extensions["url_fetcher"] = UrlFetcher(
+        FetchLimits(
+            max_bytes=settings.url_fetch_max_bytes,
+            timeout_seconds=settings.url_fetch_timeout_seconds,
+            max_redirects=settings.url_fetch_max_redirects,
+            allowed_networks=tuple(settings.url_fetch_allowed_networks),
+        ),
+        settings.url_fetch_max_concurrent,
     )
     unmap_large_allocations()  # a decode's memory goes back to the system when it ends
 

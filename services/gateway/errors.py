@@ -24,6 +24,7 @@ class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str, **details) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.details = status, code, message, details
+        self.headers: dict[str, str] = {}  # e.g. Retry-After
 
 
 class FormLimitExceeded(RequestEntityTooLarge):
@@ -55,7 +56,9 @@ def validated(model: type[M], data: object, **limits: object) -> M:
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(err: ApiError):
-        return error_response(err.status, err.code, err.message, **err.details)
+        response = error_response(err.status, err.code, err.message, **err.details)
+        response.headers.update(err.headers)
+        return response
 
     @app.errorhandler(ImageRejected)
     def _image_rejected(err: ImageRejected):

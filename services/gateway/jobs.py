@@ -92,7 +92,10 @@ def _send(job: JobRecord, task_name: str, method: str, part: int, payload: TaskP
 def start_search(image: CanonicalImage, search: SearchRequest) -> JobRecord:
     """Store the query image and the job, then send one search task per method."""
     cfg = settings()
-    job = _new_job("search", list(search.methods), {"k": search.k})
+    params: dict[str, Any] = {"k": search.k}
+    if search.filter:
+        params["filter"] = search.filter
+    job = _new_job("search", list(search.methods), params)
     query_key = keys.query_image(job.id)
     pipe = redis_client().pipeline(transaction=True)
     pipe.set(query_key, image.jpeg, ex=cfg.query_image_ttl_seconds)
@@ -103,7 +106,7 @@ def start_search(image: CanonicalImage, search: SearchRequest) -> JobRecord:
     if len(job.methods) > 1:
         candidates = max(candidates, cfg.fusion_candidates)
     for method in job.methods:
-        task = SearchTask(job_id=job.id, query_key=query_key, k=candidates)
+        task = SearchTask(job_id=job.id, query_key=query_key, k=candidates, filter=search.filter)
         _send(job, names.SEARCH_TASKS[method], method, 0, task)
     log.info("search queued", extra={"job_id": job.id, "methods": job.methods, "k": search.k})
     return job

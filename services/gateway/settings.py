@@ -1,6 +1,6 @@
 """Gateway settings, read from the environment once at start-up."""
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 
 from shared import names
 from shared.jobs import DEFAULT_DEADLINE_SECONDS
@@ -72,6 +72,18 @@ class GatewaySettings(CommonSettings):
     # 0 = no limit. Above it: 429 with Retry-After. A fixed one-minute window counted in
     # Redis, so every gateway replica shares it. /health is never limited.
     rate_limit_per_minute: int = Field(default=0, ge=0)
+
+    # POST /searches with a 'url' (services/gateway/url_fetch.py): the largest body fetched
+    # (413 above, declared or not), the time the whole fetch may take (redirects included),
+    # the redirects followed, and the fetches at once (each holds a thread while it waits).
+    url_fetch_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    url_fetch_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    url_fetch_max_redirects: int = Field(default=5, ge=0, le=20)
+    url_fetch_max_concurrent: int = Field(default=8, ge=1)
+    # Networks (JSON list of CIDRs) a URL may resolve into although they are not public:
+    # loopback, private, link-local, ... are refused otherwise. For tests and closed
+    # networks; cloud metadata addresses stay refused.
+    url_fetch_allowed_networks: list[IPvAnyNetwork] = []
 
     @field_validator("fusion_weights")
     @classmethod

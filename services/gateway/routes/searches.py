@@ -1,6 +1,6 @@
 """POST /searches: a photo in, a search job out."""
 
-from flask import request
+from flask import current_app, request
 
 from shared.contracts import SearchAccepted, SearchForm, SearchRequest
 
@@ -27,9 +27,11 @@ from . import api
 def create_search():
     """Search the catalogue for images similar to a photo
 
-    Answers 202 at once; the job's `methods` hold each method's ranked `results` and `fused`
-    one combined list. Until an autoencoder model exists its entry is `done` with
-    `reason: not_trained` and no results.
+    The photo comes as a `file`, or as a `url` the gateway fetches (http/https; size, time
+    and redirect limits; addresses that are not public refused). `filter` keeps only images
+    whose metadata matches. Answers 202 at once; the job's `methods` hold each method's
+    ranked `results` and `fused` one combined list. Until an autoencoder model exists its
+    entry is `done` with `reason: not_trained` and no results.
     """
     files = uploaded_files()
     cfg = settings()
@@ -39,9 +41,15 @@ def create_search():
             "files": len(files),
             "k": request.form.get("k"),
             "methods": request.form.getlist("methods"),
+            "url": request.form.get("url"),
+            "filter": request.form.get("filter"),
         },
         default_k=cfg.default_k,
         max_k=cfg.max_k,
     )
-    job = jobs.start_search(canonical(files[0].read()), search)
+    if search.url is not None:
+        data = current_app.extensions["url_fetcher"].fetch(search.url)
+    else:
+        data = files[0].read()
+    job = jobs.start_search(canonical(data), search)
     return accepted({"kind": "search", "methods": job.methods, "k": search.k, "job_id": job.id})
