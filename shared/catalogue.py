@@ -10,6 +10,7 @@ import redis
 from shared import keys
 from shared.images import CanonicalImage
 from shared.index_store import IndexStore
+from shared.metadata_postings import MetadataPostings
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class Catalogue:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
         self.index_store = IndexStore(client)
+        self.postings = MetadataPostings(client)
 
     def put(
         self,
@@ -58,7 +60,10 @@ class Catalogue:
         if existing is not None and existing.content_hash == image.content_hash:
             if existing.metadata != metadata and metadata:
                 updated = ImageMeta(**{**asdict(existing), "metadata": metadata})
-                self.redis.set(keys.catalogue_meta(image_id), updated.to_json())
+                pipe = self.redis.pipeline(transaction=True)
+                pipe.set(keys.catalogue_meta(image_id), updated.to_json())
+                self.postings.queue_replace(pipe, image_id, metadata)
+                pipe.execute()
             return False
         meta = ImageMeta(
             id=image_id,
@@ -111,12 +116,12 @@ class Catalogue:
                 except redis.WatchError:
                     continue
 
-    @staticmethod
-    def _queue_write(pipe: redis.client.Pipeline, meta: ImageMeta, jpeg: bytes, thumb: bytes):
+    def _queue_write(self, pipe: redis.client.Pipeline, meta: ImageMeta, jpeg: bytes, thumb: bytes):
         pipe.set(keys.catalogue_image(meta.id), jpeg)
         pipe.set(keys.catalogue_thumb(meta.id), thumb)
         pipe.set(keys.catalogue_meta(meta.id), meta.to_json())
         pipe.zadd(keys.CATALOGUE_IDS, {meta.id: meta.added_at})
+        self.postings.queue_replace(pipe, meta.id, meta.metadata)
 
     def delete(self, image_id: str) -> bool:
         """Remove an image from the catalogue and from every index; False if it was unknown."""
@@ -125,7 +130,8 @@ class Catalogue:
         pipe.delete(keys.catalogue_image(image_id), keys.catalogue_thumb(image_id))
         pipe.delete(keys.catalogue_meta(image_id))
         pipe.zrem(keys.CATALOGUE_IDS, image_id)
-        return bool(pipe.execute()[-2])
+        self.postings.queue_forget(pipe, image_id)
+        return bool(pipe.execute()[-3])
 
     def get_meta(self, image_id: str) -> ImageMeta | None:
         raw = self.redis.get(keys.catalogue_meta(image_id))

@@ -6,6 +6,12 @@ first release, since they are stored data, while identifiers say "catalogue"):
     catalog:image:{id}               canonical JPEG the workers embed (same bytes for every model)
     catalog:thumb:{id}               small JPEG for result lists
     catalog:meta:{id}                JSON ImageMeta
+    catalog:by-meta:{key}={value}    SET of the image ids whose metadata has this key and value
+                                     (key as a JSON string, value as shared/metadata_postings.py
+                                     spells it: "Lemon" quoted, 1, true), for search filters
+    catalog:by-meta-of:{id}          SET of the by-meta keys that list this image (to undo them)
+    catalog:by-meta-ready            set once the by-meta sets cover every entry stored before
+                                     they existed (their one backfill)
 Jobs and uploads:
     job:{job_id}                     JSON job record (expires)
     job:{job_id}:view                JSON of a finished job: its view as clients read it,
@@ -66,6 +72,17 @@ def catalogue_thumb(image_id: str) -> str:
 
 def catalogue_meta(image_id: str) -> str:
     return f"catalog:meta:{image_id}"
+
+
+def catalogue_posting(key_json: str, value_text: str) -> str:
+    return f"catalog:by-meta:{key_json}={value_text}"
+
+
+def catalogue_postings_of(image_id: str) -> str:
+    return f"catalog:by-meta-of:{image_id}"
+
+
+CATALOGUE_POSTINGS_READY: Final = "catalog:by-meta-ready"
 
 
 def job(job_id: str) -> str:

@@ -9,6 +9,7 @@ Workers only (numpy, usearch); the gateway never imports this module.
 """
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -263,14 +264,36 @@ class IndexReplica:
                     name=f"graph-{self.method}-{self.version}",
                 ).start()
 
-    def search(self, query: np.ndarray, k: int) -> list[Hit]:
+    def search(self, query: np.ndarray, k: int, allowed: set[str] | None = None) -> list[Hit]:
+        """The k nearest vectors; with ``allowed``, the k nearest of those ids (a filter)."""
         self.sync()
         with self._lock:
+            if allowed is not None:
+                return self._search_allowed(query, k, allowed)
             self.last_search_kind = "exact" if self.graph is None else "hnsw"
             if self.graph is None:
                 return self.index.search(query, k)
             candidates = self.graph.candidates(query, candidate_count(k))
             return self.index.search_among(query, candidates, k)
+
+    def _search_allowed(self, query: np.ndarray, k: int, allowed: set[str]) -> list[Hit]:
+        """Called under the lock. The graph's candidates are widened by the filter's
+        selectivity (a filter passing 1 in 10 asks for 10 times as many); when that would
+        be more rows than the allowed ones, or the graph yields fewer than k of them, the
+        allowed rows are scanned exactly instead, so a filter still gets k results whenever
+        k images match."""
+        present = [i for i in allowed if i in self.index]
+        self.last_search_kind = "exact"
+        if not present:
+            return []
+        count = math.ceil(candidate_count(k) * len(self.index) / len(present))
+        if self.graph is not None and count < len(present):
+            candidates = [i for i in self.graph.candidates(query, count) if i in allowed]
+            hits = self.index.search_among(query, candidates, k)
+            if len(hits) >= min(k, len(present)):
+                self.last_search_kind = "hnsw"
+                return hits
+        return self.index.search_among(query, present, k)
 
     def wait_for_graph(self, timeout: float) -> bool:
         """Block until a graph build in progress is switched in (tests, benchmarks)."""

@@ -96,9 +96,14 @@ class MethodService(ABC):
 
     # Plain functions behind the tasks
     def search(
-        self, query_key: str, k: int, prepared: "PreparedQuery | None" = None
+        self,
+        query_key: str,
+        k: int,
+        prepared: "PreparedQuery | None" = None,
+        conditions: dict[str, Any] | None = None,
     ) -> SearchResult:
-        """Search with a query image; ``prepared``: its vector from a batch (see embed_queries)."""
+        """Search with a query image; ``prepared``: its vector from a batch (see embed_queries);
+        ``conditions``: only images whose metadata has these values (a search's filter)."""
         embedder = self.search_embedder()
         if embedder is None:
             return SearchResult(method=self.method, results=[], **self.not_ready_reason())
@@ -115,7 +120,8 @@ class MethodService(ABC):
             embedded = time.perf_counter()
         replica = self.replica(embedder)
         search_started = time.perf_counter()
-        hits = replica.search(query, k)
+        allowed = self.catalogue.postings.matching(conditions) if conditions else None
+        hits = replica.search(query, k, allowed)
         searched = time.perf_counter()
         worker_metrics.observe_search(self.method, embedded - started, searched - search_started)
         return SearchResult(
@@ -347,11 +353,16 @@ def register_method_tasks(app: Celery, service: MethodService) -> None:
         **common,
         **batching_options(batcher),
     )
-    def search(self, job_id: str, query_key: str, k: int) -> dict[str, Any]:
-        task = SearchTask(job_id=job_id, query_key=query_key, k=k)
-        log.info("search", extra={"job_id": job_id, "method": service.method, "k": task.k})
+    def search(
+        self, job_id: str, query_key: str, k: int, filter: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        task = SearchTask(job_id=job_id, query_key=query_key, k=k, filter=filter)
+        log.info(
+            "search",
+            extra={"job_id": job_id, "method": service.method, "k": task.k, "filter": task.filter},
+        )
         prepared = batcher.take(self.request.id) if batcher else None
-        return service.search(task.query_key, task.k, prepared).to_json()
+        return service.search(task.query_key, task.k, prepared, task.filter).to_json()
 
     @app.task(
         name=names.EMBED_BATCH_TASKS[service.method],
@@ -403,8 +414,8 @@ def search_batcher(service: MethodService) -> QueryBatcher | None:
         return None
 
     def prepare(requests: list) -> dict[str, PreparedQuery]:
-        # Requests carry the search task's arguments: (job_id, query_key, k).
-        return service.embed_queries({r.id: r.args[1] for r in requests if len(r.args) == 3})
+        # Requests carry the search task's arguments: (job_id, query_key, k[, filter]).
+        return service.embed_queries({r.id: r.args[1] for r in requests if len(r.args) in (3, 4)})
 
     queue = names.queue_name(service.method, names.SEARCH)
     # The broker's list of the queue's messages (kombu's Redis transport: key = queue name).

@@ -291,3 +291,73 @@ def test_below_the_threshold_no_graph_is_built(redis_client):
     _, replica = graph_replica(redis_client, 50, threshold=51)
     replica.search(unit(1, 0, 0, 0, 0, 0, 0, 0), 5)
     assert replica.graph is None and replica.wait_for_graph(0)
+
+
+def filtered_replica(redis_client, n, graph: bool):
+    """A replica of ``n`` clustered vectors; with ``graph``, searched through HNSW."""
+    rng = np.random.default_rng(11)
+    ids = [f"f{i}" for i in range(n)]
+    add_catalogue_entries(redis_client, ids)
+    store = IndexStore(redis_client)
+    vectors = clustered_rows(rng, n, 16, clusters=20)
+    store.add_vectors(
+        "vgg16", "v1", {i: vector_to_bytes(v) for i, v in zip(ids, vectors, strict=True)}
+    )
+    replica = IndexReplica(
+        store, "vgg16", "v1", 16, "cosine", graph_min_vectors=0 if graph else None
+    )
+    replica.sync()
+    if graph:
+        assert replica.wait_for_graph(60) and replica.graph is not None
+    return replica, ids, vectors
+
+
+def brute_force(vectors, ids, query, allowed, k):
+    order = np.argsort(-(vectors @ query), kind="stable")
+    return [ids[i] for i in order if ids[i] in allowed][:k]
+
+
+def test_a_filtered_exact_search_returns_the_k_nearest_allowed(redis_client):
+    replica, ids, vectors = filtered_replica(redis_client, 400, graph=False)
+    allowed = set(ids[::13]) | {"not-indexed"}
+    query = vectors[5]
+    hits = replica.search(query, 10, allowed)
+    assert [h.id for h in hits] == brute_force(vectors, ids, query, allowed, 10)
+    assert replica.last_search_kind == "exact"
+    assert replica.search(query, 10, set()) == []
+    assert replica.search(query, 10, {"not-indexed"}) == []
+
+
+def test_a_filtered_graph_search_widens_its_candidates(redis_client):
+    replica, ids, vectors = filtered_replica(redis_client, 3000, graph=True)
+    rng = np.random.default_rng(2)
+    allowed = {i for i in ids if rng.random() < 0.5}
+    overlaps = []
+    for query in vectors[:20]:
+        hits = replica.search(query, 10, allowed)
+        assert replica.last_search_kind == "hnsw"
+        assert len(hits) == 10 and {h.id for h in hits} <= allowed
+        truth = brute_force(vectors, ids, query, allowed, 10)
+        overlaps.append(len({h.id for h in hits} & set(truth)) / 10)
+    assert np.mean(overlaps) >= 0.95
+
+
+def test_a_filtered_graph_search_falls_back_to_an_exact_scan_of_the_allowed(redis_client):
+    """The allowed images are the 1,000 farthest from the query: the graph's candidates,
+    widened 3 times, hold none of them, so the allowed ones are scanned exactly."""
+    replica, ids, vectors = filtered_replica(redis_client, 3000, graph=True)
+    query = vectors[0]
+    farthest = np.argsort(vectors @ query)[:1000]
+    allowed = {ids[i] for i in farthest}
+    hits = replica.search(query, 10, allowed)
+    assert replica.last_search_kind == "exact"
+    assert [h.id for h in hits] == brute_force(vectors, ids, query, allowed, 10)
+    # A filter passing few images: their scan costs less than widening the graph's search.
+    few = set(ids[:30])
+    assert [h.id for h in replica.search(query, 10, few)] == brute_force(
+        vectors, ids, query, few, 10
+    )
+    assert replica.last_search_kind == "exact"
+    # Unfiltered, the same replica still answers through the graph.
+    replica.search(query, 10)
+    assert replica.last_search_kind == "hnsw"

@@ -1,6 +1,7 @@
 """End to end through HTTP: index, search, train, search again, delete; replicas agree."""
 
 import concurrent.futures
+import json
 import time
 
 import pytest
@@ -189,3 +190,69 @@ def test_an_image_deleted_after_a_search_still_leaves_k_results(service, catalog
     assert [r["id"] for r in results] == [r["id"] for r in before[1:]] + [results[-1]["id"]]
     assert gone not in {r["id"] for r in results} | {r["id"] for r in after["fused"]["results"]}
     assert [r["rank"] for r in results] == [1, 2, 3, 4, 5]
+
+
+def test_a_filtered_search_returns_k_matching_images_exactly_and_through_the_graph(
+    service, sample_images
+):
+    """Every sample photo, labelled with its product: a label filter passes 4 of them (an
+    exact scan of those), a filter every one passes is answered through the HNSW graph of
+    a replica with threshold 0. Both give k results when k match, and only matching ones."""
+    photos = [(product, path) for product, paths in sample_images.items() for path in paths]
+    files = [("file", (path.name, path.read_bytes(), "image/jpeg")) for _, path in photos]
+    data = [("id", f"filtered-{n}") for n in range(len(photos))] + [
+        ("metadata", json.dumps({"label": product, "set": "samples", "n": n}))
+        for n, (product, _) in enumerate(photos)
+    ]
+    added = requests.post(
+        f"{service.api}/images", files=files, data=data, headers=service.auth, timeout=120
+    )
+    assert added.status_code == 202, added.text
+    assert service.wait(added.json()["job_id"], timeout=600)["status"] == "done"
+    replica = start_worker(
+        service.procs,
+        "vgg16",
+        ["search"],
+        dict(service.env, APPROXIMATE_INDEX_MIN_VECTORS="0"),
+        service.log_dir,
+        name="vgg16-graph-replica",
+    )
+    try:
+        query = sample_images["Lemon"][0]
+
+        def filtered(conditions, k):
+            response = requests.post(
+                f"{service.api}/searches",
+                files={"file": (query.name, query.read_bytes())},
+                data={"k": str(k), "methods": "vgg16", "filter": json.dumps(conditions)},
+                timeout=30,
+            )
+            assert response.status_code == 202, response.text
+            job = service.wait(response.json()["job_id"])
+            assert job["status"] == "done", job
+            assert job["params"]["filter"] == conditions
+            return job["methods"]["vgg16"]
+
+        kinds = set()
+        deadline = time.monotonic() + 240
+        while kinds != {"exact", "hnsw"} and time.monotonic() < deadline:
+            everything = filtered({"set": "samples"}, 10)
+            assert len(everything["results"]) == 10
+            assert all(r["id"].startswith("filtered-") for r in everything["results"])
+            assert everything["results"][0]["label"] == "Lemon"
+            kinds.add(everything["index_kind"])
+        assert kinds == {"exact", "hnsw"}, "both replicas, exact and graph, should answer"
+
+        for _ in range(4):  # whichever replica takes it: an exact scan of the 4 garlics
+            garlic = filtered({"label": "Garlic"}, 3)
+            assert len(garlic["results"]) == 3
+            assert {r["label"] for r in garlic["results"]} == {"Garlic"}
+            assert garlic["index_kind"] == "exact"
+        assert len(filtered({"label": "Garlic"}, 10)["results"]) == 4  # all there are
+        plum = photos.index(("Plum", sample_images["Plum"][1]))
+        one = filtered({"label": "Plum", "n": plum}, 5)
+        assert [r["id"] for r in one["results"]] == [f"filtered-{plum}"]
+        assert filtered({"label": "Durian"}, 5)["results"] == []
+    finally:
+        replica.terminate()
+        replica.wait(30)
