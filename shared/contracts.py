@@ -195,33 +195,35 @@ class SearchForm(BaseModel):
 class SearchRequest(BaseModel):
     """POST /searches, read: one file or one URL, k within MAX_K, known methods, a filter."""
 
+    url: str | None = None  # before files: the check of files reads it
     files: int
-    url: str | None = None
     k: int
     methods: list[names.Method]
     filter: dict[str, FilterValue] | None = None
 
-    @model_validator(mode="after")
-    def _one_query(self) -> "SearchRequest":
-        if self.url is not None and self.files:
-            raise invalid("file_and_url", "send either a 'file' or a 'url', not both")
-        if self.url is None:
-            if self.files == 0:
-                raise invalid(
-                    "missing_file",
-                    "send the image as multipart/form-data in a field named 'file', "
-                    "or its address in a field named 'url'",
-                )
-            if self.files != 1:
-                raise invalid("one_file_only", "a search takes exactly one 'file'")
-        return self
+    @field_validator("files")
+    @classmethod
+    def _one_file_or_url(cls, files: int, info: ValidationInfo) -> int:
+        if info.data.get("url") is not None:
+            if files:
+                raise invalid("file_and_url", "send either a 'file' or a 'url', not both")
+            return files
+        if files == 0:
+            raise invalid(
+                "missing_file",
+                "send the image as multipart/form-data in a field named 'file', "
+                "or its address in a field named 'url'",
+            )
+        if files != 1:
+            raise invalid("one_file_only", "a search takes exactly one 'file'")
+        return files
 
     @field_validator("url", mode="before")
     @classmethod
     def _url(cls, raw: Any) -> str | None:
-        if raw is None:
-            return None
-        if not isinstance(raw, str) or not raw.strip():
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            return None  # an empty field (a form that has one) is no URL
+        if not isinstance(raw, str):
             raise invalid("invalid_url", "'url' must be an http:// or https:// address")
         return raw.strip()
 
@@ -355,6 +357,11 @@ class TrainingOptions(BaseModel):
     # Absent means the worker's setting (AUTOENCODER_EPOCHS, ...); null is refused.
     epochs: int | SkipJsonSchema[None] = Field(default=None, ge=1, le=500)
     patience: int | SkipJsonSchema[None] = Field(default=None, ge=1, le=100)
+    always_activate: bool | SkipJsonSchema[None] = Field(
+        default=None,
+        description="Activate the new version even if it scores below the active one on "
+        "the activation check (default false: it is then kept as a candidate).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -378,6 +385,13 @@ class TrainingOptions(BaseModel):
     @classmethod
     def _patience(cls, raw: Any) -> int:
         return whole_number(str(raw), "patience", 0, 1, 100)
+
+    @field_validator("always_activate", mode="before")
+    @classmethod
+    def _always_activate(cls, raw: Any) -> bool:
+        if not isinstance(raw, bool):
+            raise invalid("invalid_always_activate", "'always_activate' must be true or false")
+        return raw
 
 
 # Task payloads (positional Celery arguments, in field order) ------------------------------
@@ -413,7 +427,7 @@ class EmbedBatchTask(TaskPayload):
 class TrainTaskPayload(TaskPayload):
     """``autoencoder.train``: train a new model version on the catalogue."""
 
-    options: dict[str, int] = Field(default_factory=dict)
+    options: dict[str, bool | int] = Field(default_factory=dict)
 
 
 # Task results -----------------------------------------------------------------------------
@@ -477,8 +491,30 @@ class IndexResult(NotReady):
     versions: dict[str, IndexCounts] | None = None
 
 
+class ActivationCheck(BaseModel):
+    """How a new version and the active one scored on the same check (README, "Model
+    versions"): leave-one-out P@1 over the catalogue's labels, or self-retrieval of
+    augmented views of held-out images. Higher is better."""
+
+    kind: Literal["label_p_at_1", "augmented_self_retrieval"]
+    images: int = Field(description="Queries measured.")
+    score: float = Field(description="This version's score.")
+    active_version: str
+    active_score: float
+
+
+class Activation(BaseModel):
+    """Whether a training's new version became active, and why."""
+
+    activated: bool
+    reason: str = Field(description="A sentence for a person.")
+    check: ActivationCheck | None = Field(
+        default=None, description="Absent for a first version (it always becomes active)."
+    )
+
+
 class TrainResult(WorkerResult):
-    """A finished training: the new, active version and how it was trained."""
+    """A finished training: the new version (active, or a candidate) and how it was trained."""
 
     version: str
     index_size: int
@@ -494,6 +530,11 @@ class TrainResult(WorkerResult):
     best_val_loss: float
     stopped: str = Field(description='"epochs", "patience" or "time_budget".')
     training_seconds: float
+    activation: Activation | None = Field(
+        default=None,
+        description="Whether the version became active; if not, it is a candidate that "
+        "POST .../versions/{version}/activate can still activate.",
+    )
 
 
 TASK_RESULTS: dict[str, type[WorkerResult]] = {
@@ -619,7 +660,8 @@ class ResultView(Hit):
 
 
 class TrainingProgress(BaseModel):
-    """A running training: ``phase`` is loading, training or embedding."""
+    """A running training: ``phase`` is loading, training, embedding or checking (the new
+    version against the active one)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -704,6 +746,11 @@ class ModelVersion(BaseModel):
     epochs_run: int | None = None
     images: int | None = None
     stopped: str | None = None
+    activation: Activation | None = Field(
+        default=None,
+        description="What its training decided: `activated: false` marks a candidate, with "
+        "the scores of both versions.",
+    )
 
 
 class ModelList(BaseModel):

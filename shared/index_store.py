@@ -223,3 +223,12 @@ class IndexStore:
         pipe.delete(keys.retained_versions(method))
         pipe.sadd(keys.retained_versions(method), version, *([previous] if previous else []))
         pipe.execute()
+
+    def keep_as_candidate(self, method: str, version: str) -> None:
+        """A finished version that does not answer searches (it lost the activation check):
+        no longer being built, kept complete like the previous version, so activating it by
+        hand needs no re-embedding until the next activation drops it from that set."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.srem(keys.building_versions(method), version)
+        pipe.sadd(keys.retained_versions(method), version)
+        pipe.execute()

@@ -65,6 +65,11 @@ class ModelStore:
         pipe.execute()
         return absent
 
+    def record(self, method: str, version: str, fields: dict[str, Any]) -> None:
+        """Add fields to a stored version's meta (e.g. its training's activation decision)."""
+        meta = json.loads(self.redis.get(keys.model_meta(method, version)) or "{}")
+        self.redis.set(keys.model_meta(method, version), json.dumps({**meta, **fields}))
+
     # Reads
     def blob(self, method: str, version: str) -> bytes | None:
         """The model file of a version (None: not stored)."""

@@ -20,7 +20,7 @@ from celery import Task
 
 from shared import keys, names
 from shared.celery_app import make_celery
-from shared.contracts import TrainResult, TrainTaskPayload
+from shared.contracts import Activation, ActivationCheck, TrainResult, TrainTaskPayload
 from shared.logs import configure_logging
 from shared.model_store import ModelFile, ModelStore
 from shared.runtime.worker import TRANSIENT_ERRORS, Embedder, MethodService, register_method_tasks
@@ -109,6 +109,8 @@ class AutoencoderService(MethodService):
 
         self.load()
         cfg = self.ae_settings
+        options = dict(options)
+        always_activate = bool(options.pop("always_activate", False))
         training_options = TrainingOptions.from_mapping(
             {
                 "latent_dim": cfg.autoencoder_latent_dim,
@@ -123,7 +125,11 @@ class AutoencoderService(MethodService):
         )
         ids = self.catalogue.ids()
         report({"phase": "loading", "images": len(ids)})
-        jpegs = [jpeg for jpeg in self.catalogue.get_images(ids) if jpeg is not None]
+        stored = [
+            (i, jpeg) for i, jpeg in zip(ids, self.catalogue.get_images(ids), strict=True) if jpeg
+        ]
+        trained_ids, jpegs = [i for i, _ in stored], [jpeg for _, jpeg in stored]
+        del stored
         if len(jpegs) < 2:
             raise ValueError("training needs at least 2 catalogue images")
         images = decode_images(jpegs, cfg.autoencoder_input_size)
@@ -142,6 +148,7 @@ class AutoencoderService(MethodService):
         _, held_out = split_validation(
             len(images), training_options.validation_fraction, training_options.seed
         )
+        held_out_ids = [trained_ids[i] for i in held_out]
         sample = images[held_out[:PREVIEW_IMAGES]]
         preview = reconstruction_preview_png(sample, embedder.reconstruct(sample))
         del images
@@ -174,12 +181,100 @@ class AutoencoderService(MethodService):
                 {"phase": "embedding", "embedded": start, "images": len(ids), "version": version}
             )
             self.embed_into_index(embedder, ids[start : start + step])
-        self.store.activate(METHOD, version, previous=self.store.versions(METHOD).active)
-        log.info("model activated", extra={"job_id": job_id, "version": version})
+        report({"phase": "checking", "version": version})
+        activation = self.activation_decision(
+            embedder, held_out_ids, training_options, always=always_activate
+        )
+        if activation.activated:
+            self.store.activate(METHOD, version, previous=self.store.versions(METHOD).active)
+        else:
+            self.store.keep_as_candidate(METHOD, version)
+        self.models.record(
+            METHOD, version, {"activation": activation.model_dump(mode="json", exclude_none=True)}
+        )
+        log.info(
+            "model activated" if activation.activated else "model kept as a candidate",
+            extra={"job_id": job_id, "version": version, "reason": activation.reason},
+        )
         return TrainResult(
             version=version,
             index_size=self.store.size(METHOD, version),
+            activation=activation,
             **{k: v for k, v in meta.items() if k not in ("history", "version")},
+        )
+
+    def activation_decision(
+        self, new: Embedder, held_out_ids: list[str], options, *, always: bool
+    ) -> Activation:
+        """Whether a new version (its index complete) may replace the active one: only if
+        it scores at least as well on the same check (services/autoencoder/activation_check.py)."""
+        from shared.runtime.ml import decode_images
+
+        from .activation_check import (
+            VIEW_CHECK_IMAGES,
+            CheckPlan,
+            augmented_views,
+            label_p_at_1,
+            label_plan,
+            self_retrieval,
+        )
+
+        active = self.store.versions(METHOD).active
+        if active is None:
+            return Activation(activated=True, reason="the first version: there was none to compare")
+        current = self.embedder(active)
+        indexes = {}
+        for embedder in (new, current):
+            replica = self.replica(embedder)
+            replica.sync()
+            indexes[embedder.version] = replica.index
+        ids = self.catalogue.ids()
+        indexed = {i for i in ids if all(i in index for index in indexes.values())}
+        labels = {
+            meta.id: str(meta.metadata["label"])
+            for meta in self.catalogue.get_metas(ids).values()
+            if meta.metadata.get("label") not in (None, "")
+        }
+        plan = label_plan(labels, indexed)
+        if plan is not None:
+            scores = {v: label_p_at_1(index, plan) for v, index in indexes.items()}
+        else:
+            # Held-out images first, topped up with others when the split is small.
+            pool = [i for i in dict.fromkeys(held_out_ids + ids) if i in indexed]
+            plan = CheckPlan("augmented_self_retrieval", pool[:VIEW_CHECK_IMAGES], {})
+            if not plan.query_ids:
+                return Activation(activated=True, reason="no image both indexes hold to compare on")
+            jpegs = self.catalogue.get_images(plan.query_ids)
+            scores = {}
+            for embedder in (new, current):
+                images = decode_images(jpegs, embedder.input_size)
+                views = augmented_views(images, options.min_crop_area, options.jitter)
+                scores[embedder.version] = self_retrieval(
+                    indexes[embedder.version], plan, embedder.embed(views)
+                )
+        check = ActivationCheck(
+            kind=plan.kind,
+            images=len(plan.query_ids),
+            score=round(scores[new.version], 4),
+            active_version=active,
+            active_score=round(scores[active], 4),
+        )
+        measure = {
+            "label_p_at_1": "leave-one-out P@1 over the labelled images",
+            "augmented_self_retrieval": "finding held-out images from augmented views",
+        }[plan.kind]
+        compared = f"{check.score:.3f} against {check.active_score:.3f} for {active}"
+        if check.score >= check.active_score:
+            return Activation(activated=True, reason=f"as good or better: {compared}", check=check)
+        if always:
+            return Activation(
+                activated=True, reason=f"worse ({compared}), activated as asked", check=check
+            )
+        return Activation(
+            activated=False,
+            reason=f"kept as a candidate: it scored {compared} ({measure}, {check.images} "
+            "images); activate it by hand if you prefer it",
+            check=check,
         )
 
     def renew_training_lease(self, job_id: str) -> None:

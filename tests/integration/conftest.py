@@ -67,11 +67,11 @@ class Service:
         assert response.headers["Location"].endswith(response.json()["job_id"])
         return response.json()["job_id"]
 
-    def train(self, epochs: int) -> str:
-        """Start an autoencoder training; its job id."""
+    def train(self, epochs: int, **options) -> str:
+        """Start an autoencoder training (options: patience, always_activate); its job id."""
         response = requests.post(
             f"{self.api}/models/autoencoder/trainings",
-            json={"epochs": epochs},
+            json={"epochs": epochs, **options},
             headers=self.auth,
             timeout=10,
         )

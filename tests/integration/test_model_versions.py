@@ -1,6 +1,7 @@
 """Autoencoder model versions: switch under concurrent searches, rollback, training artifacts."""
 
 import io
+import json
 import math
 import threading
 import time
@@ -13,12 +14,17 @@ from tests.helpers.images import distinct_images
 from tests.integration.system import post_images, start_extra_gateway
 
 pytestmark = pytest.mark.integration
+GOOD_EPOCHS = 12
+
+
+def finished_training(service, job_id) -> dict:
+    job = service.wait(job_id, timeout=400)
+    assert job["status"] == "done", job
+    return job["methods"]["autoencoder"]
 
 
 def finished_version(service, job_id) -> str:
-    job = service.wait(job_id, timeout=400)
-    assert job["status"] == "done", job
-    return job["methods"]["autoencoder"]["version"]
+    return finished_training(service, job_id)["version"]
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +35,10 @@ def versioned(service, sample_images):
         service.wait(service.add_images(list(paths.values()), ids=list(paths))["job_id"])["status"]
         == "done"
     )
-    return paths, finished_version(service, service.train(2))
+    first = finished_training(service, service.train(2))
+    # The first version always becomes active: there is none to compare it with.
+    assert first["activation"]["activated"] is True and "check" not in first["activation"]
+    return paths, first["version"]
 
 
 def test_switch_under_concurrent_searches_then_rollback(service, versioned, sample_images):
@@ -49,7 +58,7 @@ def test_switch_under_concurrent_searches_then_rollback(service, versioned, samp
     searchers = [threading.Thread(target=keep_searching) for _ in range(3)]
     for thread in searchers:
         thread.start()
-    job_id = service.train(2)
+    job_id = service.train(2, always_activate=True)  # whatever the activation check says
     # An image added while the new version trains must end up in both versions' indexes.
     late = sample_images["Zucchini"][1]
     service.wait(service.add_images([late], ids=["mv-late"])["job_id"])
@@ -142,7 +151,9 @@ def test_retrains_on_its_own_when_the_catalogue_has_grown(service, versioned, tm
         retrained = job["methods"]["autoencoder"]
         assert retrained["images"] >= threshold and retrained["index_size"] >= threshold
         models = requests.get(f"{gateway.api}/models/autoencoder", timeout=5).json()
-        assert models["active"] == retrained["version"]
+        # Active only if it passed the activation check, like any training.
+        activated = retrained["activation"]["activated"]
+        assert (models["active"] == retrained["version"]) is activated
 
         # Growth is measured from the new model now: one more image starts nothing.
         after = post_images(gateway, images[-1:], ids[-1:])
@@ -150,3 +161,62 @@ def test_retrains_on_its_own_when_the_catalogue_has_grown(service, versioned, tm
     finally:
         process.terminate()
         process.wait(30)
+
+
+def models_of(service) -> dict:
+    return requests.get(f"{service.api}/models/autoencoder", timeout=5).json()
+
+
+def test_a_worse_training_is_kept_as_a_candidate_and_a_better_one_activates(
+    service, versioned, sample_images
+):
+    """Two labelled photos of each product make the check leave-one-out label P@1. A
+    training of 1 epoch after a good one scores lower and stays a candidate (activated by
+    hand later); a good training after it scores higher and becomes active by itself."""
+    files, data = [], []
+    for product, paths in sample_images.items():
+        for n, path in enumerate(paths[:2]):
+            files.append(("file", (path.name, path.read_bytes(), "image/jpeg")))
+            data += [
+                ("id", f"labelled-{product}-{n}"),
+                ("metadata", json.dumps({"label": product})),
+            ]
+    added = requests.post(
+        f"{service.api}/images", files=files, data=data, headers=service.auth, timeout=120
+    )
+    assert added.status_code == 202, added.text
+    assert service.wait(added.json()["job_id"])["status"] == "done"
+    good = finished_training(service, service.train(GOOD_EPOCHS, always_activate=True))
+    assert good["activation"]["activated"] is True
+    assert models_of(service)["active"] == good["version"]
+
+    worse = finished_training(service, service.train(1))
+    activation = worse["activation"]
+    check = activation["check"]
+    assert activation["activated"] is False, activation
+    assert check["kind"] == "label_p_at_1" and check["images"] >= 2 * len(sample_images)
+    assert check["score"] < check["active_score"] and check["active_version"] == good["version"]
+    assert "candidate" in activation["reason"]
+    models = models_of(service)
+    assert models["active"] == good["version"] and worse["version"] not in models["building"]
+    listed = next(v for v in models["versions"] if v["version"] == worse["version"])
+    assert listed["active"] is False and listed["activation"] == activation
+    assert listed["index_size"] == worse["index_size"]
+    # The good version still answers searches.
+    query = sample_images["Lemon"][0]
+    job = service.search_and_wait(query, k=1, methods="autoencoder")
+    assert job["methods"]["autoencoder"]["model_version"] == good["version"]
+
+    # By hand, the candidate can still be activated (its index was kept complete) ...
+    response = requests.post(
+        f"{service.api}/models/autoencoder/versions/{worse['version']}/activate",
+        headers=service.auth,
+        timeout=5,
+    )
+    assert response.status_code == 200, response.text
+    # ... and a good training after it beats it on the same check and activates itself.
+    better = finished_training(service, service.train(GOOD_EPOCHS))
+    assert better["activation"]["activated"] is True, better["activation"]
+    assert better["activation"]["check"]["active_version"] == worse["version"]
+    assert better["activation"]["check"]["score"] >= better["activation"]["check"]["active_score"]
+    assert models_of(service)["active"] == better["version"]
