@@ -173,7 +173,7 @@ class UrlFetcher:
 
     def _follow(self, url: str, deadline: float) -> bytes:
         for _ in range(self.limits.max_redirects + 1):
-            response = self._request(url, deadline)
+            pool, response = self._request(url, deadline)
             try:
                 if response.status in REDIRECT_STATUSES and response.headers.get("Location"):
                     url = urljoin(url, response.headers["Location"])
@@ -185,12 +185,15 @@ class UrlFetcher:
                 return self._body(response, deadline)
             finally:
                 response.release_conn()
+                pool.close()  # one connection per fetch: never reused for another host
         raise url_refused(
             "url_too_many_redirects",
             f"the URL redirected more than {self.limits.max_redirects} times",
         )
 
-    def _request(self, url: str, deadline: float) -> urllib3.BaseHTTPResponse:
+    def _request(
+        self, url: str, deadline: float
+    ) -> tuple[urllib3.HTTPConnectionPool, urllib3.BaseHTTPResponse]:
         scheme, host, port, path = checked_url(url)
         addresses = checked_addresses(
             host, self._resolve(host, port, deadline), self.limits.allowed_networks
@@ -202,7 +205,7 @@ class UrlFetcher:
         for address in addresses:  # the first that answers; each one was checked
             pool = self._pool(scheme, str(address), port, host)
             try:
-                return pool.urlopen(
+                return pool, pool.urlopen(
                     "GET",
                     path,
                     headers={"Host": host_header, "Accept": "image/*", "User-Agent": "imgsearch"},
@@ -213,8 +216,10 @@ class UrlFetcher:
                     timeout=urllib3.Timeout(total=self._remaining(deadline)),
                 )
             except Urllib3Timeout as err:
+                pool.close()
                 raise self._timed_out() from err
             except Urllib3Error as err:
+                pool.close()
                 last_error = err
         raise url_refused(
             "url_unreachable", f"the host {host!r} could not be reached: {_short(last_error)}"
