@@ -42,6 +42,10 @@ Models:
     model:{method}:training          job id of the training in progress: a lease the trainer
                                      renews at every report; it lapses TRAINING_LEASE_SECONDS
                                      after a trainer dies, and then the job counts as failed
+    model:{method}:train-run:{task_id}:{attempt}
+                                     set by the trainer when it starts that delivery of a
+                                     training task (expires with the job): a second delivery
+                                     of the same task and attempt finds it and does nothing
     model:{method}:retrain-size      catalogue size when the gateway last started a training
                                      on its own (AUTOENCODER_RETRAIN_GROWTH)
 Gateway:
@@ -151,6 +155,10 @@ def workers(queue: str) -> str:
 
 def training_lease(method: str) -> str:
     return f"model:{method}:training"
+
+
+def training_run(method: str, task_id: str, attempt: int) -> str:
+    return f"model:{method}:train-run:{task_id}:{attempt}"
 
 
 def retrain_started_at_size(method: str) -> str:

@@ -17,6 +17,7 @@ from collections import OrderedDict
 from typing import Any
 
 from celery import Task
+from celery.exceptions import Ignore
 
 from shared import keys, names
 from shared.celery_app import make_celery
@@ -277,6 +278,21 @@ class AutoencoderService(MethodService):
             check=check,
         )
 
+    def first_delivery(self, task_id: str, attempt: int) -> bool:
+        """Claim a training task's run; False when this task (and attempt) ran already.
+
+        A training is acknowledged on receipt, yet a message has been seen delivered again,
+        with the same task id, tens of milliseconds after its run finished: a second run
+        would train and store one more version. A retry is a new attempt, so it may run.
+        """
+        claimed = self.redis.set(
+            keys.training_run(METHOD, task_id, attempt),
+            time.time(),
+            nx=True,
+            ex=self.settings.job_ttl_seconds,
+        )
+        return bool(claimed)
+
     def renew_training_lease(self, job_id: str) -> None:
         lease = keys.training_lease(METHOD)
         if (self.redis.get(lease) or b"").decode() == job_id:
@@ -317,6 +333,13 @@ class TrainTask(Task):
 )
 def train(self, job_id: str, options: dict[str, Any]) -> dict[str, Any]:
     payload = TrainTaskPayload(job_id=job_id, options=options)
+    if not service.first_delivery(self.request.id, self.request.retries):
+        # Ignore: no state is stored, so the first run's result stays as it was.
+        log.warning(
+            "training task delivered again; skipped",
+            extra={"job_id": job_id, "task_id": self.request.id},
+        )
+        raise Ignore()
     log.info("training started", extra={"job_id": job_id, "options": payload.options})
 
     def report(progress: dict[str, Any]) -> None:

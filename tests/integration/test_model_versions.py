@@ -7,9 +7,16 @@ import threading
 import time
 
 import pytest
+import redis
 import requests
 from PIL import Image
 
+from deploy.launcher import wait_until
+from shared import keys, names
+from shared.celery_app import make_celery
+from shared.contracts import TrainTaskPayload
+from shared.jobs import JobRecord
+from shared.settings import CommonSettings
 from tests.helpers.images import distinct_images
 from tests.integration.system import post_images, start_extra_gateway
 
@@ -220,3 +227,34 @@ def test_a_worse_training_is_kept_as_a_candidate_and_a_better_one_activates(
     assert better["activation"]["check"]["active_version"] == worse["version"]
     assert better["activation"]["check"]["score"] >= better["activation"]["check"]["active_score"]
     assert models_of(service)["active"] == better["version"]
+
+
+def test_a_training_task_delivered_twice_runs_once(service, versioned):
+    """The same task (same id, same arguments) published again after its run finished, as
+    the broker was seen to do: the trainer skips it, no version is added, the stored result
+    stays the first run's."""
+    job_id = service.train(1, always_activate=True)
+    first = finished_training(service, job_id)
+    versions_before = [v["version"] for v in models_of(service)["versions"]]
+    client = redis.Redis.from_url(service.env["REDIS_URL"])
+    record = JobRecord.from_json(client.get(keys.job(job_id)))
+    (task_id,) = record.task_ids("autoencoder")
+    app = make_celery(CommonSettings(redis_url=service.env["REDIS_URL"]), "test-client")
+    app.send_task(
+        names.AUTOENCODER_TRAIN,
+        args=TrainTaskPayload(
+            job_id=job_id, options={"epochs": 1, "always_activate": True}
+        ).as_args(),
+        task_id=task_id,
+        queue=app.conf.task_routes[names.AUTOENCODER_TRAIN]["queue"],
+    )
+    log = service.log_dir / "autoencoder-train.log"
+    wait_until(
+        lambda: log.read_text(errors="replace").count("training task delivered again") >= 1,
+        120,
+        "the trainer to take the second delivery",
+    )
+    assert [v["version"] for v in models_of(service)["versions"]] == versions_before
+    # The result backend still holds the first run's result (an ignored task stores none).
+    stored = app.AsyncResult(task_id)
+    assert stored.state == "SUCCESS" and stored.result["version"] == first["version"]
