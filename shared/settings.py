@@ -5,11 +5,14 @@ reads ``os.environ``. Variable names are unprefixed (``REDIS_URL``, ``API_KEY``)
 they are documented promises to users; see the settings table in README.md.
 """
 
+from pathlib import Path
 from typing import Literal
 
 import redis
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.blobs import FileBlobStore
 
 PLACEHOLDER_SECRETS = frozenset(
     {"", "changeme", "change-me", "change_me", "secret", "password", "apikey"}
@@ -50,6 +53,11 @@ class CommonSettings(BaseSettings):
     # "Searches under load").
     search_batch_wait_ms: float = Field(default=5.0, ge=0, le=1000)
 
+    # Where the catalogue's JPEGs are kept (shared/blobs.py): the gateway writes and serves
+    # them, the autoencoder trainer reads them; search and index workers need it only when an
+    # upload's staged copy has expired (README.md, "Several machines").
+    blob_store_dir: Path = Path("var/blobs")
+
     @model_validator(mode="after")
     def _refuse_placeholder_redis_password(self) -> "CommonSettings":
         if self.environment == "production" and ":changeme@" in self.redis_url:
@@ -65,6 +73,11 @@ def redis_client(settings: CommonSettings) -> redis.Redis:
         socket_connect_timeout=settings.redis_timeout_seconds,
         health_check_interval=30,
     )
+
+
+def blob_store(settings: CommonSettings) -> FileBlobStore:
+    """The blob store the catalogue's JPEGs are in (files under BLOB_STORE_DIR)."""
+    return FileBlobStore(settings.blob_store_dir)
 
 
 def refuse_placeholder(name: str, value: SecretStr | None, environment: str) -> None:

@@ -1,0 +1,104 @@
+"""Images out of Redis, through the real system: the gateway writes them to the blob store,
+index workers that reach only Redis embed them from the upload's staged copies, deletes
+keep what another id still shares, and Redis holds a few kilobytes per image."""
+
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+from celery import Celery
+
+from deploy.launcher import Processes, free_port, gateway_healthy, start_gateway, start_worker
+from deploy.launcher import wait_until as launcher_wait
+from shared import keys, names
+from shared.blobs import FileBlobStore
+from shared.catalogue import Catalogue
+from shared.images import canonicalize
+from tests.conftest import fresh_database
+from tests.integration.conftest import API_KEY, Service, base_env, stopping
+from tests.integration.system import CORE_WORKERS, queues_of
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def remote_workers(redis_url, tmp_path_factory):
+    """A gateway with the blob store, and workers whose blob store is an empty directory:
+    as on another host that reaches only Redis."""
+    log_dir = tmp_path_factory.mktemp("logs")
+    gateway_env = base_env(fresh_database(redis_url), INDEX_CHUNK_SIZE="4")
+    worker_env = {**gateway_env, "BLOB_STORE_DIR": str(tmp_path_factory.mktemp("elsewhere"))}
+    procs = Processes()
+    port = free_port()
+    with stopping(log_dir, procs):
+        for method, roles in CORE_WORKERS:
+            start_worker(procs, method, roles, worker_env, log_dir)
+        start_gateway(procs, gateway_env, port, log_dir)
+        base_url = f"http://127.0.0.1:{port}"
+        launcher_wait(
+            lambda: gateway_healthy(base_url, queues_of(CORE_WORKERS)), 240, "workers", procs
+        )
+        yield (
+            Service(base_url, API_KEY, gateway_env, procs, log_dir),
+            Path(worker_env["BLOB_STORE_DIR"]),
+        )
+
+
+def catalogue_of(service: Service) -> tuple[redis.Redis, Catalogue]:
+    client = redis.Redis.from_url(service.env["REDIS_URL"])
+    return client, Catalogue(client, FileBlobStore(service.env["BLOB_STORE_DIR"]))
+
+
+def test_workers_that_reach_only_redis_index_uploads_and_shared_blobs_survive_deletes(
+    remote_workers, sample_images
+):
+    service, elsewhere = remote_workers
+    client, catalogue = catalogue_of(service)
+    lemon, garlic = sample_images["Lemon"][0], sample_images["Garlic"][0]
+    paths = [lemon, lemon, garlic, *sample_images["Anjou"][:3]]
+    ids = ["lemon-a", "lemon-b", "garlic", "anjou-0", "anjou-1", "anjou-2"]
+    body = service.add_images(paths, ids)
+    job = service.wait(body["job_id"], timeout=300)
+    assert job["status"] == "done", job
+    assert job["methods"]["vgg16"]["embedded"] == 6
+    assert list(elsewhere.iterdir()) == []  # the workers never needed a blob
+    # The last task deleted the staged copies; Redis holds no JPEG of the catalogue.
+    assert not client.exists(keys.staged_images(body["job_id"]))
+    assert client.keys("catalog:image:*") == client.keys("catalog:thumb:*") == []
+
+    stored = requests.get(f"{service.api}/images/lemon-a/content", timeout=10)
+    assert stored.status_code == 200 and stored.headers["Content-Type"] == "image/jpeg"
+    canonical = canonicalize(lemon.read_bytes(), max_side=512, max_pixels=50_000_000)
+    assert stored.content == canonical.jpeg == catalogue.get_image("lemon-b")
+    meta = catalogue.get_meta("lemon-a")
+    assert meta.blob_names == catalogue.get_meta("lemon-b").blob_names  # one copy, shared
+    blobs = FileBlobStore(service.env["BLOB_STORE_DIR"])
+
+    # Deleting one of the two ids keeps the bytes the other still names.
+    assert requests.delete(f"{service.api}/images/lemon-a", headers=service.auth).ok
+    thumb = requests.get(f"{service.api}/images/lemon-b/thumbnail", timeout=10)
+    assert thumb.status_code == 200 and thumb.content == canonical.thumbnail
+    hits = service.search_and_wait(lemon, k=2, methods="vgg16")["methods"]["vgg16"]["results"]
+    assert hits[0]["id"] == "lemon-b"
+    assert requests.delete(f"{service.api}/images/lemon-b", headers=service.auth).ok
+    assert not any(blobs.exists(name) for name in meta.blob_names)
+    assert requests.get(f"{service.api}/images/lemon-b/content", timeout=10).status_code == 404
+
+
+def test_an_index_task_whose_staged_images_expired_fails_saying_so(remote_workers, sample_images):
+    """A task delivered after its upload's staged copies expired, on a worker without the
+    blob store: the chunk fails with the reason, nothing is embedded silently or wrongly."""
+    service, _ = remote_workers
+    client, catalogue = catalogue_of(service)
+    path = sample_images["Garlic"][1]
+    image = canonicalize(path.read_bytes(), max_side=512, max_pixels=50_000_000)
+    catalogue.put("late-garlic", image, filename=path.name, metadata={})  # in the store, unstaged
+    app = Celery(broker=service.env["REDIS_URL"], backend=service.env["REDIS_URL"])
+    queue = names.queue_name("vgg16", names.INDEX)
+    result = app.send_task(
+        names.EMBED_BATCH_TASKS["vgg16"], args=["expired-job", ["late-garlic"]], queue=queue
+    )
+    with pytest.raises(Exception, match="staged copies .* expired .* upload them again"):
+        result.get(timeout=120)
+    assert not client.hexists("index:vgg16:vgg16-imagenet-pool512:vectors", "late-garlic")
