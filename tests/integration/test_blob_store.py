@@ -9,40 +9,39 @@ import redis
 import requests
 from celery import Celery
 
-from deploy.launcher import Processes, free_port, gateway_healthy, start_gateway, start_worker
-from deploy.launcher import wait_until as launcher_wait
+from bench.redis_bytes import write_legacy_entry
+from deploy.launcher import Processes
 from shared import keys, names
 from shared.blobs import FileBlobStore
-from shared.catalogue import Catalogue
+from shared.catalogue import Catalogue, ImageMeta
 from shared.images import canonicalize
 from tests.conftest import fresh_database
-from tests.integration.conftest import API_KEY, Service, base_env, stopping
-from tests.integration.system import CORE_WORKERS, queues_of
+from tests.integration.conftest import Service, base_env, stopping
+from tests.integration.system import start_system
 
 pytestmark = pytest.mark.integration
 
 
+LEGACY_ID = "legacy-lemon"
+
+
 @pytest.fixture(scope="module")
-def remote_workers(redis_url, tmp_path_factory):
+def remote_workers(redis_url, sample_images, tmp_path_factory):
     """A gateway with the blob store, and workers whose blob store is an empty directory:
-    as on another host that reaches only Redis."""
+    as on another host that reaches only Redis. Redis holds an entry as the release before
+    the blob store wrote it (its JPEGs in Redis), which the gateway migrates as it starts."""
     log_dir = tmp_path_factory.mktemp("logs")
     gateway_env = base_env(fresh_database(redis_url), INDEX_CHUNK_SIZE="4")
     worker_env = {**gateway_env, "BLOB_STORE_DIR": str(tmp_path_factory.mktemp("elsewhere"))}
+    image = canonicalize(sample_images["Lemon"][1].read_bytes(), max_side=512, max_pixels=10**8)
+    meta = ImageMeta(LEGACY_ID, image.content_hash, image.width, image.height, None, "JPEG", 1e9)
+    pipe = redis.Redis.from_url(gateway_env["REDIS_URL"]).pipeline()
+    write_legacy_entry(pipe, meta, image.jpeg, image.thumbnail)
+    pipe.execute()
     procs = Processes()
-    port = free_port()
     with stopping(log_dir, procs):
-        for method, roles in CORE_WORKERS:
-            start_worker(procs, method, roles, worker_env, log_dir)
-        start_gateway(procs, gateway_env, port, log_dir)
-        base_url = f"http://127.0.0.1:{port}"
-        launcher_wait(
-            lambda: gateway_healthy(base_url, queues_of(CORE_WORKERS)), 240, "workers", procs
-        )
-        yield (
-            Service(base_url, API_KEY, gateway_env, procs, log_dir),
-            Path(worker_env["BLOB_STORE_DIR"]),
-        )
+        service = start_system(procs, gateway_env, log_dir, worker_env=worker_env)
+        yield service, Path(worker_env["BLOB_STORE_DIR"]), image
 
 
 def catalogue_of(service: Service) -> tuple[redis.Redis, Catalogue]:
@@ -53,7 +52,7 @@ def catalogue_of(service: Service) -> tuple[redis.Redis, Catalogue]:
 def test_workers_that_reach_only_redis_index_uploads_and_shared_blobs_survive_deletes(
     remote_workers, sample_images
 ):
-    service, elsewhere = remote_workers
+    service, elsewhere, legacy = remote_workers
     client, catalogue = catalogue_of(service)
     lemon, garlic = sample_images["Lemon"][0], sample_images["Garlic"][0]
     paths = [lemon, lemon, garlic, *sample_images["Anjou"][:3]]
@@ -66,6 +65,11 @@ def test_workers_that_reach_only_redis_index_uploads_and_shared_blobs_survive_de
     # The last task deleted the staged copies; Redis holds no JPEG of the catalogue.
     assert not client.exists(keys.staged_images(body["job_id"]))
     assert client.keys("catalog:image:*") == client.keys("catalog:thumb:*") == []
+
+    # The entry the gateway found in Redis at its start is served from the blob store now.
+    moved = requests.get(f"{service.api}/images/{LEGACY_ID}/thumbnail", timeout=10)
+    assert moved.status_code == 200 and moved.content == legacy.thumbnail
+    assert catalogue.get_image(LEGACY_ID) == legacy.jpeg
 
     stored = requests.get(f"{service.api}/images/lemon-a/content", timeout=10)
     assert stored.status_code == 200 and stored.headers["Content-Type"] == "image/jpeg"
@@ -89,7 +93,7 @@ def test_workers_that_reach_only_redis_index_uploads_and_shared_blobs_survive_de
 def test_an_index_task_whose_staged_images_expired_fails_saying_so(remote_workers, sample_images):
     """A task delivered after its upload's staged copies expired, on a worker without the
     blob store: the chunk fails with the reason, nothing is embedded silently or wrongly."""
-    service, _ = remote_workers
+    service, _, _ = remote_workers
     client, catalogue = catalogue_of(service)
     path = sample_images["Garlic"][1]
     image = canonicalize(path.read_bytes(), max_side=512, max_pixels=50_000_000)
