@@ -14,7 +14,10 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:  # settings import nothing of this module (the weights build copies them)
+    from shared.settings import CommonSettings
 
 _NAME = re.compile(r"^[0-9a-f]{64}$")
 
@@ -111,6 +114,11 @@ class FileBlobStore:
 
     def exists(self, name: str) -> bool:
         return self.path(name).is_file()
+
+
+def open_blob_store(settings: "CommonSettings") -> BlobStore:
+    """The blob store the catalogue's JPEGs are in: files under BLOB_STORE_DIR."""
+    return FileBlobStore(settings.blob_store_dir)
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -12,8 +12,6 @@ import redis
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.blobs import FileBlobStore
-
 PLACEHOLDER_SECRETS = frozenset(
     {"", "changeme", "change-me", "change_me", "secret", "password", "apikey"}
 )
@@ -73,11 +71,6 @@ def redis_client(settings: CommonSettings) -> redis.Redis:
         socket_connect_timeout=settings.redis_timeout_seconds,
         health_check_interval=30,
     )
-
-
-def blob_store(settings: CommonSettings) -> FileBlobStore:
-    """The blob store the catalogue's JPEGs are in (files under BLOB_STORE_DIR)."""
-    return FileBlobStore(settings.blob_store_dir)
 
 
 def refuse_placeholder(name: str, value: SecretStr | None, environment: str) -> None:

@@ -22,7 +22,7 @@ from celery import Celery, signals
 from celery.exceptions import SoftTimeLimitExceeded
 
 from shared import keys, names, staged_images
-from shared.blobs import BlobMissing
+from shared.blobs import BlobMissing, open_blob_store
 from shared.catalogue import Catalogue
 from shared.contracts import (
     EmbedBatchTask,
@@ -37,7 +37,7 @@ from shared.index_store import IndexStore
 from shared.runtime import worker_metrics
 from shared.runtime.search_batching import QueryBatcher
 from shared.runtime.vector_index import IndexReplica, Metric, vector_to_bytes
-from shared.settings import CommonSettings, blob_store, redis_client
+from shared.settings import CommonSettings, redis_client
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class MethodService(ABC):
         self.settings = settings
         self.batch_size = batch_size
         self.redis = redis_client(settings)
-        self.catalogue = Catalogue(self.redis, blob_store(settings))
+        self.catalogue = Catalogue(self.redis, open_blob_store(settings))
         self.store = IndexStore(self.redis)
         self.worker_name = socket.gethostname()  # replaced by the Celery node name at start
         self._replicas: dict[str, IndexReplica] = {}

@@ -8,8 +8,9 @@ import pydantic
 import redis
 
 from shared import names
+from shared.blobs import open_blob_store
 from shared.catalogue import Catalogue
-from shared.settings import CommonSettings, blob_store, redis_client
+from shared.settings import CommonSettings, redis_client
 from tools.index_transfer.file_format import TransferRefused, read_file, write_file
 from tools.index_transfer.transfer import export_index, import_index
 
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = CommonSettings()
         client = redis_client(settings)
-        catalogue = Catalogue(client, blob_store(settings))
+        catalogue = Catalogue(client, open_blob_store(settings))
         if args.command == "export":
             index = export_index(catalogue, args.method, args.version)
             size = write_file(args.file, index)
