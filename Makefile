@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WEIGHTS := var/weights/vgg16_imagenet_notop.weights.h5
 
-.PHONY: run test test-fast test-deploy images lint weights install clean bench bench-search eval export import
+.PHONY: run test test-fast test-deploy images lint weights install clean bench bench-search bench-redis-bytes eval export import
 
 run: $(STAMP) $(WEIGHTS)
 	$(BIN)/python -m deploy.launcher
@@ -40,6 +40,12 @@ bench: $(STAMP) $(WEIGHTS)
 # (var/bench/batching.*); the sample catalogue by default. A few minutes.
 bench-search: $(STAMP) $(WEIGHTS)
 	$(BIN)/python -m bench.run --search-batching "$(or $(DATA),samples/grocery-store/images)"
+
+# make bench-redis-bytes [IMAGES=10000]: Redis bytes per catalogue image with both methods
+# indexed, JPEGs in Redis (the release before the blob store) vs in the blob store, on a
+# private redis-server (var/bench/redis_bytes.*). About 5 minutes (a file write each blob).
+bench-redis-bytes: $(STAMP)
+	$(BIN)/python -m bench.redis_bytes --images $(or $(IMAGES),10000)
 
 # make eval CATALOGUE=<dir> QUERIES=<dir>: P@1, P@5, mAP@10 per method against the running
 # service (make run); class = each image's parent folder. Trains the autoencoder on CATALOGUE.

@@ -19,9 +19,11 @@ COPY shared/*.py /tmp/src/shared/
 COPY services/__init__.py /tmp/src/services/
 COPY services/gateway/ /tmp/src/services/gateway/
 COPY client/ /tmp/src/client/
+# The blob volume's mount point, owned by app: a new named volume takes its owner.
 RUN cp pyproject.toml /tmp/src/ \
  && pip install --no-deps --no-build-isolation /tmp/src \
- && rm -rf /tmp/src
+ && rm -rf /tmp/src \
+ && mkdir -p /app/var/blobs && chown app:app /app/var/blobs
 
 USER app
 ENV GATEWAY_HOST=0.0.0.0 GATEWAY_PORT=8000

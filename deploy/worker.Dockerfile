@@ -35,9 +35,11 @@ COPY client/ /tmp/src/client/
 # Index transfer runs in a worker container (README, "Moving an index"); .dockerignore lets
 # in only index transfer and the weights command, never the lab notebook.
 COPY tools/ /tmp/src/tools/
+# The blob volume's mount point, owned by app: a new named volume takes its owner.
 RUN cp pyproject.toml /tmp/src/ \
  && pip install --no-deps --no-build-isolation /tmp/src \
- && rm -rf /tmp/src
+ && rm -rf /tmp/src \
+ && mkdir -p /app/var/blobs && chown app:app /app/var/blobs
 
 USER app
 ENV VGG16_WEIGHTS_DIR=/app/var/weights METHOD=vgg16 WORKER_ROLES="search index"

@@ -3,15 +3,21 @@
 Catalogue (written by the gateway, read by everyone; the keys keep the "catalog:" spelling of the
 first release, since they are stored data, while identifiers say "catalogue"):
     catalog:ids                      ZSET  image id -> time added (paging, counting)
-    catalog:image:{id}               canonical JPEG the workers embed (same bytes for every model)
-    catalog:thumb:{id}               small JPEG for result lists
-    catalog:meta:{id}                JSON ImageMeta
+    catalog:meta:{id}                JSON ImageMeta, naming the blobs of its canonical JPEG (the
+                                     bytes the workers embed) and of its thumbnail
+    catalog:image:{id}, catalog:thumb:{id}   the JPEGs themselves, before they moved to the
+                                     blob store (shared/blobs.py); read only to migrate them
     catalog:by-meta:{key}={value}    SET of the image ids whose metadata has this key and value
                                      (key as a JSON string, value as shared/metadata_postings.py
                                      spells it: "Lemon" quoted, 1, true), for search filters
     catalog:by-meta-of:{id}          SET of the by-meta keys that list this image (to undo them)
     catalog:by-meta-ready            set once the by-meta sets cover every entry stored before
                                      they existed (their one backfill)
+Blobs (the bytes are in the blob store, BLOB_STORE_DIR; only their bookkeeping is here):
+    blob:refs                        HASH blob name -> references: catalogue entries naming it
+                                     plus writes in progress; a blob is deleted only at 0
+    blob:deleting:{name}             held (expires) while a blob unreferenced is being deleted:
+                                     a write of the same bytes waits for it, then writes them
 Jobs and uploads:
     job:{job_id}                     JSON job record (expires)
     job:{job_id}:view                JSON of a finished job: its view as clients read it,
@@ -19,6 +25,11 @@ Jobs and uploads:
                                      search's is cut again if one of its candidates left the
                                      catalogue), with the merged results to cut it from
     query:{job_id}                   canonical JPEG of a query image (expires)
+    staged:{job_id}                  HASH of an upload's canonical JPEGs for its index tasks
+                                     ("jpeg:{id}", "hash:{id}": the upload's content hash),
+                                     so index workers need no blob store; "pending" counts the
+                                     tasks still to read it ("done:{task id}" each that did)
+                                     and the last deletes it; expires with the index deadline
 Indexes (one per method and model version, so vectors of two models never mix):
     index:{method}:active            the model version searches use
     index:{method}:building          SET of model versions whose index is being filled
@@ -60,6 +71,7 @@ Workers:
 from typing import Final
 
 CATALOGUE_IDS: Final = "catalog:ids"
+BLOB_REFERENCES: Final = "blob:refs"
 INDEX_REGISTRY: Final = "index:registry"
 WORKER_HEARTBEAT_SECONDS: Final = 5.0
 WORKER_STALE_SECONDS: Final = 30.0
@@ -89,6 +101,10 @@ def catalogue_postings_of(image_id: str) -> str:
 CATALOGUE_POSTINGS_READY: Final = "catalog:by-meta-ready"
 
 
+def blob_deleting(name: str) -> str:
+    return f"blob:deleting:{name}"
+
+
 def job(job_id: str) -> str:
     return f"job:{job_id}"
 
@@ -99,6 +115,10 @@ def job_view(job_id: str) -> str:
 
 def query_image(job_id: str) -> str:
     return f"query:{job_id}"
+
+
+def staged_images(job_id: str) -> str:
+    return f"staged:{job_id}"
 
 
 def active_version(method: str) -> str:

@@ -5,6 +5,7 @@ reads ``os.environ``. Variable names are unprefixed (``REDIS_URL``, ``API_KEY``)
 they are documented promises to users; see the settings table in README.md.
 """
 
+from pathlib import Path
 from typing import Literal
 
 import redis
@@ -49,6 +50,11 @@ class CommonSettings(BaseSettings):
     # query pays it in full, so keep it a small fraction of one embedding (README.md,
     # "Searches under load").
     search_batch_wait_ms: float = Field(default=5.0, ge=0, le=1000)
+
+    # Where the catalogue's JPEGs are kept (shared/blobs.py): the gateway writes and serves
+    # them, the autoencoder trainer reads them; search and index workers need it only when an
+    # upload's staged copy has expired (README.md, "Several machines").
+    blob_store_dir: Path = Path("var/blobs")
 
     @model_validator(mode="after")
     def _refuse_placeholder_redis_password(self) -> "CommonSettings":

@@ -7,6 +7,7 @@ import pytest
 import redis
 
 from deploy.launcher import Processes, start_redis
+from shared.blobs import FileBlobStore
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples" / "grocery-store" / "images"
@@ -27,6 +28,22 @@ def fresh_database(redis_url: str) -> str:
     url = redis_url.rsplit("/", 1)[0] + f"/{next(_databases) % 64}"
     redis.Redis.from_url(url).flushdb()
     return url
+
+
+@pytest.fixture(autouse=True)
+def blob_store_dir(tmp_path_factory, monkeypatch) -> Path:
+    """A blob store of each test's own: BLOB_STORE_DIR for the settings a test builds.
+
+    Blobs are shared by content, and their references are counted per Redis database, so
+    two tests sharing a directory could delete each other's."""
+    directory = tmp_path_factory.mktemp("blobs")
+    monkeypatch.setenv("BLOB_STORE_DIR", str(directory))
+    return directory
+
+
+@pytest.fixture
+def blobs(blob_store_dir) -> FileBlobStore:
+    return FileBlobStore(blob_store_dir)
 
 
 @pytest.fixture

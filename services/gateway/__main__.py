@@ -16,6 +16,7 @@ a free thread (services/gateway/waiting.py).
 import json
 import logging
 
+import redis
 from waitress.channel import HTTPChannel
 from waitress.server import create_server
 from waitress.task import ErrorTask
@@ -66,9 +67,22 @@ def _proxy_options(trusted_proxy: str | None) -> dict:
     }
 
 
+def migrate_legacy_images(app) -> None:
+    """Move JPEGs that a release before the blob store kept in Redis into it (idempotent;
+    cheap when there are none: one SCAN of the key space)."""
+    try:
+        moved = app.extensions["catalogue"].migrate_legacy()
+    except redis.RedisError as err:  # Redis not up yet: the next start migrates
+        log.warning("legacy images not migrated", extra={"error": str(err)})
+        return
+    if moved:
+        log.info("legacy images moved to the blob store", extra={"images": moved})
+
+
 def main() -> None:
     settings = GatewaySettings()
     app = create_app(settings)
+    migrate_legacy_images(app)
     log.info(
         "gateway listening",
         extra={

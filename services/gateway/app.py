@@ -5,6 +5,7 @@ Run:  python -m services.gateway  (the waitress server, services/gateway/__main_
 
 from flask import Flask
 
+from shared.blobs import open_blob_store
 from shared.catalogue import Catalogue
 from shared.celery_app import make_celery
 from shared.logs import configure_logging
@@ -36,7 +37,7 @@ def create_app(settings: GatewaySettings | None = None) -> Flask:
     app.extensions["settings"] = settings
     client = redis_client(settings)
     app.extensions["redis"] = client
-    app.extensions["catalogue"] = Catalogue(client)
+    app.extensions["catalogue"] = Catalogue(client, open_blob_store(settings))
     app.extensions["celery"] = make_celery(settings, "gateway")
     app.extensions["wait_slots"] = WaitSlots(settings.max_waiting_requests)
     app.extensions["decode_slots"] = DecodeSlots(

@@ -5,6 +5,7 @@ from typing import Any
 
 from flask import url_for
 
+from shared.blobs import BlobMissing
 from shared.catalogue import ImageMeta
 from shared.contracts import ImagePage
 
@@ -74,7 +75,10 @@ def delete(image_id: str) -> dict[str, Any]:
 
 def jpeg(image_id: str, thumbnail: bool = False) -> bytes:
     """The stored canonical JPEG of an image, or its thumbnail."""
-    data = catalogue().get_thumbnail(image_id) if thumbnail else catalogue().get_image(image_id)
+    try:
+        data = catalogue().get_thumbnail(image_id) if thumbnail else catalogue().get_image(image_id)
+    except BlobMissing as err:
+        raise ApiError(500, "image_bytes_missing", f"the stored image is lost: {err}") from err
     if data is None:
         raise not_found(image_id)
     return data

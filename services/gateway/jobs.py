@@ -19,7 +19,7 @@ from celery.result import AsyncResult
 from flask import current_app
 from pydantic import ValidationError
 
-from shared import keys, names
+from shared import keys, names, staged_images
 from shared.contracts import (
     TASK_RESULTS,
     EmbedBatchTask,
@@ -112,12 +112,22 @@ def start_search(image: CanonicalImage, search: SearchRequest) -> JobRecord:
     return job
 
 
-def start_indexing(image_ids: list[str]) -> JobRecord:
-    """Index stored images with every method, in chunks that replicas share."""
-    size = settings().index_chunk_size
+def start_indexing(images: dict[str, CanonicalImage]) -> JobRecord:
+    """Index stored images with every method, in chunks that replicas share.
+
+    Their canonical JPEGs are staged in Redis beside the job (shared/staged_images.py), so
+    an index worker on any host needs only Redis (README.md, "Several machines").
+    """
+    cfg = settings()
+    image_ids = list(images)
+    size = cfg.index_chunk_size
     chunks = [image_ids[i : i + size] for i in range(0, len(image_ids), size)]
     job = _new_job("index", list(names.METHODS), {"images": len(image_ids)}, parts=len(chunks))
-    _store(job)
+    pipe = redis_client().pipeline(transaction=True)
+    tasks = len(job.methods) * len(chunks)
+    staged_images.stage(pipe, job.id, images, tasks, cfg.job_deadline_seconds["index"])
+    pipe.set(keys.job(job.id), job.to_json(), ex=cfg.job_ttl_seconds)
+    pipe.execute()
     for method in job.methods:
         for part, chunk in enumerate(chunks):
             task = EmbedBatchTask(job_id=job.id, image_ids=chunk)

@@ -70,9 +70,9 @@ METRIC_NAMES = (
 class RedisStateCollector(Collector):
     """Gauges read from Redis at scrape time."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, catalogue: Catalogue) -> None:
         self.client = client
-        self.catalogue = Catalogue(client)
+        self.catalogue = catalogue
         self.store = IndexStore(client)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -156,7 +156,7 @@ def init_metrics(app: Flask) -> CollectorRegistry:
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
-    registry.register(RedisStateCollector(app.extensions["redis"]))
+    registry.register(RedisStateCollector(app.extensions["redis"], app.extensions["catalogue"]))
 
     @app.before_request
     def _start_timer() -> None:

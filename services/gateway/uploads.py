@@ -56,13 +56,15 @@ def add_images(files: list[FileStorage], upload: ImageUpload) -> dict[str, Any]:
     if not accepted:
         raise _nothing_usable(rejected)
     stored: list[dict[str, Any]] = []
+    to_index: dict[str, CanonicalImage] = {}  # the last file of an id is the one it keeps
     for position, image_id, image in accepted:
         filename = files[position].filename
         created = catalogue().put(
             image_id, image, filename=filename or None, metadata=upload.metadata_of(position)
         )
         stored.append({"id": image_id, "filename": filename, "created": created})
-    job = jobs.start_indexing(list(dict.fromkeys(entry["id"] for entry in stored)))
+        to_index[image_id] = image
+    job = jobs.start_indexing(to_index)
     body: dict[str, Any] = {
         "images": stored,
         "rejected": [r.model_dump(mode="json") for r in rejected],

@@ -21,7 +21,8 @@ import redis
 from celery import Celery, signals
 from celery.exceptions import SoftTimeLimitExceeded
 
-from shared import keys, names
+from shared import keys, names, staged_images
+from shared.blobs import BlobMissing, open_blob_store
 from shared.catalogue import Catalogue
 from shared.contracts import (
     EmbedBatchTask,
@@ -65,6 +66,14 @@ class QueryImageMissing(LookupError):
     """The uploaded query image expired or was never stored; retrying cannot help."""
 
 
+class ImagesUnreachable(LookupError):
+    """An index task's images are neither staged any more nor in a blob store this worker
+    reaches; retrying cannot help, uploading them again does."""
+
+
+ImageReader = Callable[[list[str]], list[tuple[bytes, str] | None]]
+
+
 class MethodService(ABC):
     method: names.Method
 
@@ -72,7 +81,7 @@ class MethodService(ABC):
         self.settings = settings
         self.batch_size = batch_size
         self.redis = redis_client(settings)
-        self.catalogue = Catalogue(self.redis)
+        self.catalogue = Catalogue(self.redis, open_blob_store(settings))
         self.store = IndexStore(self.redis)
         self.worker_name = socket.gethostname()  # replaced by the Celery node name at start
         self._replicas: dict[str, IndexReplica] = {}
@@ -174,13 +183,16 @@ class MethodService(ABC):
             for task_id, vector in zip(task_ids, vectors, strict=True)
         }
 
-    def embed_batch(self, image_ids: list[str]) -> IndexResult:
+    def embed_batch(self, image_ids: list[str], job_id: str | None = None) -> IndexResult:
+        """Embed catalogue images into every index to fill; ``job_id``: the upload whose
+        staged copies to read them from (the blob store otherwise)."""
         embedders = self.index_embedders()
         if not embedders:
             return IndexResult(
                 method=self.method, requested=len(image_ids), **self.not_ready_reason()
             )
-        per_version = {e.version: self.embed_into_index(e, image_ids) for e in embedders}
+        read = self.staged_reader(job_id) if job_id else self.catalogue.get_images_and_hashes
+        per_version = {e.version: self.embed_into_index(e, image_ids, read) for e in embedders}
         # Top-level counts are those of the model that answers searches (the first one);
         # "versions" details every index filled, including one being built.
         return IndexResult(
@@ -190,18 +202,41 @@ class MethodService(ABC):
             versions=per_version,
         )
 
-    def embed_into_index(self, embedder: Embedder, image_ids: list[str]) -> IndexCounts:
-        """Embed the catalogue images that this index lacks, in batches; skip the rest."""
+    def staged_reader(self, job_id: str) -> ImageReader:
+        """Read images from an upload's staged copies, else from the blob store."""
+
+        def read(image_ids: list[str]) -> list[tuple[bytes, str] | None]:
+            found = staged_images.read(self.redis, job_id, image_ids)
+            unstaged = [i for i, entry in zip(image_ids, found, strict=True) if entry is None]
+            if not unstaged:
+                return found
+            try:
+                stored = dict(
+                    zip(unstaged, self.catalogue.get_images_and_hashes(unstaged), strict=True)
+                )
+            except BlobMissing as err:
+                raise ImagesUnreachable(
+                    f"the staged copies of job {job_id}'s images expired (the index deadline "
+                    f"passed) and this worker's blob store ({self.settings.blob_store_dir}) "
+                    f"does not have them: {err}; upload them again"
+                ) from err
+            return [entry or stored[i] for i, entry in zip(image_ids, found, strict=True)]
+
+        return read
+
+    def embed_into_index(
+        self, embedder: Embedder, image_ids: list[str], read: ImageReader | None = None
+    ) -> IndexCounts:
+        """Embed the catalogue images that this index lacks, in batches; skip the rest.
+
+        ``read`` gives images with their upload's content hash (the catalogue's by default)."""
+        read = read or self.catalogue.get_images_and_hashes
         unique = list(dict.fromkeys(image_ids))
         todo = self.store.missing(self.method, embedder.version, unique)
         embedded = gone = 0
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start : start + self.batch_size]
-            found = [
-                (i, entry)
-                for i, entry in zip(chunk, self.catalogue.get_images_and_hashes(chunk), strict=True)
-                if entry
-            ]
+            found = [(i, entry) for i, entry in zip(chunk, read(chunk), strict=True) if entry]
             gone += len(chunk) - len(found)
             if not found:
                 continue
@@ -378,10 +413,13 @@ def register_method_tasks(app: Celery, service: MethodService) -> None:
             extra={"job_id": job_id, "method": service.method, "images": len(task.image_ids)},
         )
         try:
-            return service.embed_batch(task.image_ids).to_json()
+            result = service.embed_batch(task.image_ids, task.job_id).to_json()
         except SoftTimeLimitExceeded:
             log.error("embed batch timed out", extra={"job_id": job_id})
             raise
+        # Not before: a task retried after a Redis hiccup reads its staged images again.
+        staged_images.done(service.redis, task.job_id, self.request.id)
+        return result
 
     state: dict[str, Any] = {}
 

@@ -364,6 +364,28 @@ def test_index_worker_killed_mid_upload_comes_back_and_nothing_is_lost_or_double
     assert stats["catalogue_size"] == stats["methods"]["vgg16"]["index_size"] == CATALOGUE_SIZE
 
 
+def test_images_are_files_of_the_app_user_on_the_blob_volume_not_in_redis(stack, indexed):
+    (gateway,) = stack.containers("gateway")
+    mounts = {m["Destination"]: m for m in stack.inspect(gateway)["Mounts"]}
+    assert mounts["/app/var/blobs"]["Type"] == "volume" and mounts["/app/var/blobs"]["RW"]
+    (trainer,) = stack.containers("autoencoder-trainer")
+    mounts = {m["Destination"]: m for m in stack.inspect(trainer)["Mounts"]}
+    assert mounts["/app/var/blobs"]["RW"] is False  # workers only read it
+    owners = stack.compose(
+        "exec", "-T", "gateway", "find", "/app/var/blobs", "-type", "f", "-printf", "%u\\n"
+    ).split()
+    assert len(owners) == 2 * CATALOGUE_SIZE and set(owners) == {"app"}  # image + thumbnail
+    script = (
+        "import redis; from shared.settings import CommonSettings; "
+        "r = redis.Redis.from_url(CommonSettings().redis_url); "
+        "print(len(r.keys('catalog:image:*')) + len(r.keys('catalog:thumb:*')))"
+    )
+    assert stack.compose("exec", "-T", "vgg16", "python", "-c", script).strip() == "0"
+    photo = catalogue_photos()[3]
+    thumbnail = requests.get(f"{stack.api}/images/{photo_id(photo)}/thumbnail", timeout=10)
+    assert thumbnail.status_code == 200 and thumbnail.content.startswith(b"\xff\xd8")
+
+
 def test_vgg16_ranks_the_query_image_first_and_the_autoencoder_answers(stack, indexed):
     query = catalogue_photos()[7]
     job = stack.search(query)

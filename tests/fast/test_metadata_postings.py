@@ -12,8 +12,8 @@ def picture(seed: int):
     return canonicalize(png(seed), max_side=64, max_pixels=10**6)
 
 
-def test_a_filter_finds_what_the_catalogue_holds_now(redis_client):
-    catalogue = Catalogue(redis_client)
+def test_a_filter_finds_what_the_catalogue_holds_now(redis_client, blobs):
+    catalogue = Catalogue(redis_client, blobs)
     catalogue.put("lemon-1", picture(1), filename=None, metadata={"label": "Lemon", "n": 1})
     catalogue.put("lemon-2", picture(2), filename=None, metadata={"label": "Lemon", "ok": True})
     catalogue.put("orange", picture(3), filename=None, metadata={"label": "Orange", "n": "1"})
@@ -40,8 +40,8 @@ def test_a_filter_finds_what_the_catalogue_holds_now(redis_client):
     assert leftovers == []
 
 
-def test_index_import_lists_what_it_adds(redis_client):
-    catalogue = Catalogue(redis_client)
+def test_index_import_lists_what_it_adds(redis_client, blobs):
+    catalogue = Catalogue(redis_client, blobs)
     image = picture(5)
     meta = ImageMeta(
         id="imported",
@@ -57,8 +57,8 @@ def test_index_import_lists_what_it_adds(redis_client):
     assert catalogue.postings.matching({"label": "Plum"}) == {"imported"}
 
 
-def test_entries_stored_before_postings_are_backfilled_once(redis_client):
-    catalogue = Catalogue(redis_client)
+def test_entries_stored_before_postings_are_backfilled_once(redis_client, blobs):
+    catalogue = Catalogue(redis_client, blobs)
     for n in range(7):
         label = "Lemon" if n % 2 else "Orange"
         catalogue.put(f"old-{n}", picture(n), filename=None, metadata={"label": label})

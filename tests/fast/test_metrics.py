@@ -9,7 +9,6 @@ from services.gateway.app import create_app
 from services.gateway.metrics import METRIC_NAMES
 from services.gateway.settings import GatewaySettings
 from shared import names
-from shared.catalogue import Catalogue
 from shared.images import canonicalize
 from shared.index_store import IndexStore
 from shared.runtime.vector_index import vector_to_bytes
@@ -38,7 +37,7 @@ def test_metrics_after_a_few_requests(gateway):
     client = gateway.test_client()
     redis = gateway.extensions["redis"]
     image = canonicalize(solid((200, 40, 40), (32, 24), "JPEG"), max_side=512, max_pixels=10**6)
-    Catalogue(redis).put("red-1", image, filename="red.jpg", metadata={})
+    gateway.extensions["catalogue"].put("red-1", image, filename="red.jpg", metadata={})
     store = IndexStore(redis)
     store.add_vectors("vgg16", "vgg16-test", {"red-1": vector_to_bytes(np.ones(4, np.float32))})
     store.activate("vgg16", "vgg16-test", previous=None)

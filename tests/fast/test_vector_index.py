@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from shared.blobs import open_blob_store
 from shared.catalogue import Catalogue
 from shared.images import canonicalize
 from shared.index_store import IndexStore
@@ -13,6 +14,7 @@ from shared.runtime.vector_index import (
     candidate_count,
     vector_to_bytes,
 )
+from shared.settings import CommonSettings
 
 
 def unit_rows(rng, n, dim):
@@ -57,7 +59,7 @@ def test_empty_index_and_k_larger_than_index():
 
 
 def add_catalogue_entries(client, ids, colour_offset=0):
-    catalogue = Catalogue(client)
+    catalogue = Catalogue(client, open_blob_store(CommonSettings()))
     import io
 
     from PIL import Image
@@ -266,7 +268,7 @@ def test_replica_graph_follows_adds_and_deletes(redis_client):
     far = unit(1, -1, 1, -1, 1, -1, 1, -1)
     store.add_vectors("vgg16", "v1", {"late": vector_to_bytes(far)})
     assert replica.search(far, 1)[0].id == "late"
-    Catalogue(redis_client).delete("late")
+    Catalogue(redis_client, open_blob_store(CommonSettings())).delete("late")
     assert "late" not in [h.id for h in replica.search(far, 50)]
     assert len(replica.graph) == len(replica.index) == 300
 
@@ -279,7 +281,7 @@ def test_changes_made_while_the_graph_builds_reach_it(redis_client):
     build = replica._graph_build = replica._start_graph_build()
     target = unit(-1, 1, -1, 1, -1, 1, -1, 1)
     store.add_vectors("vgg16", "v1", {"later": vector_to_bytes(target)})
-    Catalogue(redis_client).delete("v0")
+    Catalogue(redis_client, open_blob_store(CommonSettings())).delete("v0")
     replica.sync()
     replica._build_graph(build)
     assert replica.graph is not None and len(replica.graph) == 100

@@ -3,6 +3,7 @@
 import contextlib
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,8 @@ def base_env(redis_url: str, **overrides: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         REDIS_URL=redis_url,
+        # Each system's own (blobs are counted per Redis database): see blob_store_dir.
+        BLOB_STORE_DIR=tempfile.mkdtemp(prefix="blobs-"),
         API_KEY=API_KEY,
         ENVIRONMENT="test",
         PYTHONPATH=str(ROOT),

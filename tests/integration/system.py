@@ -43,11 +43,13 @@ def start_system(
     workers: list[tuple[str, list[str]]] = CORE_WORKERS,
     port: int | None = None,
     timeout: float = 240,
+    worker_env: dict[str, str] | None = None,
 ) -> Service:
-    """Workers and a gateway on ``env``'s Redis; returns once every queue has a worker."""
+    """Workers and a gateway on ``env``'s Redis; returns once every queue has a worker.
+    ``worker_env``: the workers' environment when it differs from the gateway's."""
     port = port or free_port()
     for method, roles in workers:
-        start_worker(procs, method, roles, env, log_dir)
+        start_worker(procs, method, roles, worker_env or env, log_dir)
     start_gateway(procs, env, port, log_dir)
     base_url = f"http://127.0.0.1:{port}"
     wait_until(lambda: gateway_healthy(base_url, queues_of(workers)), timeout, "workers", procs)

@@ -30,6 +30,8 @@ from deploy.launcher import (
     start_worker,
     wait_until,
 )
+from shared.blobs import FileBlobStore
+from shared.catalogue import Catalogue
 from tests.helpers.images import distinct_images
 from tests.integration.conftest import Service, base_env, stopping
 from tests.integration.system import (
@@ -480,13 +482,17 @@ def test_a_chunk_running_longer_than_the_visibility_timeout_runs_once(system, tm
         one_chunk.procs.stop()
 
 
-def snapshot(client: redis.Redis, vectors_key: str) -> dict:
-    """What must survive a Redis restart: catalogue, canonical images, every index."""
+def snapshot(client: redis.Redis, vectors_key: str, blob_store_dir: str) -> dict:
+    """What must survive a Redis restart: catalogue, canonical images (read from the blob
+    store through the entries naming them), their references, every index."""
     ids = [i.decode() for i in client.zrange("catalog:ids", 0, -1)]
+    images = Catalogue(client, FileBlobStore(blob_store_dir)).get_images(ids)
+    assert all(images), "an entry whose image is not in the blob store"
     return {
         "ids": ids,
         "metas": client.mget([f"catalog:meta:{i}" for i in ids]),
-        "images": client.mget([f"catalog:image:{i}" for i in ids]),
+        "images": images,
+        "blob_references": client.hgetall("blob:refs"),
         "vectors": client.hgetall(vectors_key),
         "registry": client.smembers("index:registry"),
         "active": client.get("index:vgg16:active"),
@@ -539,7 +545,7 @@ def test_redis_restart_keeps_everything_and_the_service_recovers(system):
     late = distinct_images(2, seed=5)
     body = post_images(service, late, ["late-0", "late-1"]).json()
     assert service.wait(body["job_id"], timeout=300)["status"] == "done"
-    before = snapshot(client, system.vgg16_vectors())
+    before = snapshot(client, system.vgg16_vectors(), service.env["BLOB_STORE_DIR"])
     assert len(before["ids"]) >= BULK_IMAGES and len(before["vectors"]) == len(before["ids"])
 
     redis_server = child(system.redis_procs, "redis")
@@ -559,7 +565,7 @@ def test_redis_restart_keeps_everything_and_the_service_recovers(system):
 
     restarted = time.monotonic()
     start_redis(system.redis_procs, system.redis_dir, port=system.redis_port)
-    after = snapshot(system.client(), system.vgg16_vectors())
+    after = snapshot(system.client(), system.vgg16_vectors(), service.env["BLOB_STORE_DIR"])
     for part in before:
         assert after[part] == before[part], f"{part} changed across the restart"
 

@@ -4,6 +4,8 @@ and a vgg16 index imported into a running system answering searches it never emb
 import json
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ import redis
 
 from deploy.launcher import Processes
 from shared import keys
+from shared.blobs import FileBlobStore
 from shared.catalogue import Catalogue
 from shared.index_store import IndexStore
 from shared.runtime.vector_index import vector_to_bytes
@@ -37,11 +40,29 @@ from tools.index_transfer.file_format import (
 pytestmark = pytest.mark.integration
 
 
+# Each deployment's blob store, by its Redis database (its blobs are counted there).
+_BLOB_DIRS: dict[str, Path] = {}
+
+
+def blob_dir(client_or_url: redis.Redis | str) -> Path:
+    url = client_or_url if isinstance(client_or_url, str) else url_of(client_or_url)
+    return _BLOB_DIRS.setdefault(url, Path(tempfile.mkdtemp(prefix="blobs-")))
+
+
+def url_of(client: redis.Redis) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs['db']}"
+
+
+def catalogue_of(client: redis.Redis) -> Catalogue:
+    return Catalogue(client, FileBlobStore(blob_dir(client)))
+
+
 def transfer(redis_url: str, *args: str) -> subprocess.CompletedProcess:
-    """The command a user runs, on the Redis database at ``redis_url``."""
+    """The command a user runs, on the Redis database at ``redis_url`` and its blobs."""
     return subprocess.run(
         [sys.executable, "-m", "tools.index_transfer", *map(str, args)],
-        env=base_env(redis_url),
+        env=base_env(redis_url, BLOB_STORE_DIR=str(blob_dir(redis_url))),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -52,7 +73,7 @@ def transfer(redis_url: str, *args: str) -> subprocess.CompletedProcess:
 def fill(client: redis.Redis, index) -> None:
     """Store an index file's content the way the services do: uploads, embeddings, model."""
     store = IndexStore(client)
-    Catalogue(client).add_absent([(e.meta, e.jpeg, e.thumbnail) for e in index.images])
+    catalogue_of(client).add_absent([(e.meta, e.jpeg, e.thumbnail) for e in index.images])
     store.add_vectors(
         index.method,
         index.model_version,
@@ -75,7 +96,7 @@ def snapshot(client: redis.Redis) -> dict[bytes, bytes]:
 
 
 def catalogue_records(client: redis.Redis) -> dict[str, tuple]:
-    catalogue = Catalogue(client)
+    catalogue = catalogue_of(client)
     return {
         image_id: (
             client.get(keys.catalogue_meta(image_id)),
@@ -183,7 +204,7 @@ def test_other_pictures_are_kept_and_other_layers_refused(databases, tmp_path):
     other = vgg16_file(["clash"], seed=5)  # another picture under the id "clash"
     fill(target, other)
     same = index.images[0]
-    Catalogue(target).add_absent([(same.meta, same.jpeg, same.thumbnail)])
+    catalogue_of(target).add_absent([(same.meta, same.jpeg, same.thumbnail)])
     clash_before = catalogue_records(target)["clash"]
     done = transfer(target_url, "import", path)
     assert done.returncode == 0, done.stderr
@@ -215,7 +236,7 @@ def test_an_imported_vgg16_index_answers_searches_it_never_embedded(
     source_url = fresh_database(redis_url)
     source = redis.Redis.from_url(source_url)
     paths = {"moved-lemon": sample_images["Lemon"][0], "moved-garlic": sample_images["Garlic"][0]}
-    catalogue = Catalogue(source)
+    catalogue = catalogue_of(source)
     for image_id, path in paths.items():
         image = canonicalize(path.read_bytes(), max_side=512, max_pixels=50_000_000)
         catalogue.put(image_id, image, filename=path.name, metadata={})
@@ -234,6 +255,7 @@ def test_an_imported_vgg16_index_answers_searches_it_never_embedded(
     source.flushdb()
 
     env = base_env(fresh_database(redis_url))
+    _BLOB_DIRS[env["REDIS_URL"]] = Path(env["BLOB_STORE_DIR"])  # the import writes there
     procs = Processes()
     log_dir = tmp_path / "logs"
     log_dir.mkdir()

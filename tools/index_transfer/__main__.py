@@ -8,6 +8,8 @@ import pydantic
 import redis
 
 from shared import names
+from shared.blobs import open_blob_store
+from shared.catalogue import Catalogue
 from shared.settings import CommonSettings, redis_client
 from tools.index_transfer.file_format import TransferRefused, read_file, write_file
 from tools.index_transfer.transfer import export_index, import_index
@@ -28,9 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     load.add_argument("file", type=Path)
     args = parser.parse_args(argv)
     try:
-        client = redis_client(CommonSettings())
+        settings = CommonSettings()
+        client = redis_client(settings)
+        catalogue = Catalogue(client, open_blob_store(settings))
         if args.command == "export":
-            index = export_index(client, args.method, args.version)
+            index = export_index(catalogue, args.method, args.version)
             size = write_file(args.file, index)
             model = ", with its model" if index.model else ""
             print(
@@ -40,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             index = read_file(args.file)  # the whole file is checked before anything is stored
-            summary = import_index(client, index)
+            summary = import_index(catalogue, index)
             print(f"imported {args.file}:")
             print("\n".join(f"  {line}" for line in summary.lines()))
     except TransferRefused as err:

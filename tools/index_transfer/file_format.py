@@ -106,7 +106,7 @@ def to_arrays(index: IndexFile) -> dict[str, np.ndarray]:
         "ids": np.array(index.ids, dtype=str),
         "vectors": np.ascontiguousarray(index.vectors, dtype=VECTOR_DTYPE),
         "content_hashes": np.array([e.meta.content_hash for e in index.images], dtype=str),
-        "image_meta": np.array([e.meta.to_json() for e in index.images], dtype=str),
+        "image_meta": np.array([e.meta.portable_json() for e in index.images], dtype=str),
         "image_bytes": image_bytes,
         "image_offsets": image_offsets,
         "thumbnail_bytes": thumbnail_bytes,

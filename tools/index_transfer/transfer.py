@@ -12,6 +12,7 @@ import numpy as np
 import redis
 
 from shared import keys, names
+from shared.blobs import BlobMissing
 from shared.catalogue import Catalogue, ImageMeta
 from shared.index_store import IndexStore
 from shared.model_store import ModelStore
@@ -27,7 +28,7 @@ BATCH: Final = 256  # images per Redis round trip (a few MB of JPEGs)
 
 
 def export_index(
-    client: redis.Redis, method: str, version: str | None = None, batch: int = BATCH
+    catalogue: Catalogue, method: str, version: str | None = None, batch: int = BATCH
 ) -> IndexFile:
     """Read one index (the active version by default) with its catalogue entries and model.
 
@@ -37,6 +38,7 @@ def export_index(
     """
     if method not in names.METHODS:
         raise TransferRefused(f"unknown method {method!r} (known: {', '.join(names.METHODS)})")
+    client = catalogue.redis
     store = IndexStore(client)
     version = version or store.versions(method).active
     if version is None:
@@ -50,7 +52,7 @@ def export_index(
     vectors: list[np.ndarray] = []
     dim: int | None = None
     for chunk in _batches((image_id for image_id, _ in store.scan_vectors(method, version)), batch):
-        for entry, raw in _read_entries(client, method, version, chunk):
+        for entry, raw in _read_entries(catalogue, method, version, chunk):
             dim = dim or len(raw) // VECTOR_DTYPE.itemsize
             try:
                 vectors.append(vector_from_bytes(raw, dim))
@@ -85,16 +87,29 @@ def _batches(items: Iterator[str], size: int) -> Iterator[list[str]]:
 
 
 def _read_entries(
-    client: redis.Redis, method: str, version: str, ids: list[str]
+    catalogue: Catalogue, method: str, version: str, ids: list[str]
 ) -> Iterator[tuple[ImageEntry, bytes]]:
-    pipe = client.pipeline(transaction=True)
+    """Each id's vector with its entry and JPEGs. Vectors and entries are read together,
+    and an entry names its blobs by content, so the JPEGs are those the vector was made
+    from; an image deleted before its JPEGs were read is left out."""
+    pipe = catalogue.redis.pipeline(transaction=True)
     pipe.hmget(keys.index_vectors(method, version), ids)
     pipe.mget([keys.catalogue_meta(i) for i in ids])
-    pipe.mget([keys.catalogue_image(i) for i in ids])
-    pipe.mget([keys.catalogue_thumb(i) for i in ids])
-    for vector, meta, jpeg, thumb in zip(*pipe.execute(), strict=True):
-        if vector and meta and jpeg and thumb:
-            yield ImageEntry(ImageMeta.from_json(meta), jpeg, thumb), vector
+    vectors, metas = pipe.execute()
+    for vector, raw in zip(vectors, metas, strict=True):
+        if not (vector and raw):
+            continue
+        meta = ImageMeta.from_json(raw)
+        try:
+            jpeg, thumb = (
+                catalogue.blobs.get(meta.image_blob),
+                catalogue.blobs.get(meta.thumbnail_blob),
+            )
+        except BlobMissing:
+            if catalogue.get_meta(meta.id) == meta:
+                raise
+            continue  # deleted or replaced since
+        yield ImageEntry(meta, jpeg, thumb), vector
 
 
 @dataclass
@@ -130,14 +145,14 @@ CONFLICT = "another picture is stored under this id here"
 GONE = "the image was deleted or replaced here during the import"
 
 
-def import_index(client: redis.Redis, index: IndexFile, batch: int = BATCH) -> ImportSummary:
+def import_index(catalogue: Catalogue, index: IndexFile, batch: int = BATCH) -> ImportSummary:
     """Store a validated file's images, model and vectors where they are missing.
 
     Checks the target first (nothing is stored when it refuses). Catalogue entries are never
     overwritten: the vector of an image whose id holds another picture here is skipped.
     """
+    client = catalogue.redis
     store = IndexStore(client)
-    catalogue = Catalogue(client)
     method, version = index.method, index.model_version
     _check_target(client, store, index)
     summary = ImportSummary(method, version)
