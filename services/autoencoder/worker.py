@@ -20,7 +20,8 @@ from celery import Task
 
 from shared import keys, names
 from shared.celery_app import make_celery
-from shared.contracts import TrainResult, TrainTaskPayload
+from shared.contracts import FitFusionTask, FusionWeights, TrainResult, TrainTaskPayload
+from shared.fusion import DEFAULT_CANDIDATES, store_fit, stored_fit
 from shared.logs import configure_logging
 from shared.model_store import ModelFile, ModelStore
 from shared.runtime.worker import TRANSIENT_ERRORS, Embedder, MethodService, register_method_tasks
@@ -176,11 +177,35 @@ class AutoencoderService(MethodService):
             self.embed_into_index(embedder, ids[start : start + step])
         self.store.activate(METHOD, version, previous=self.store.versions(METHOD).active)
         log.info("model activated", extra={"job_id": job_id, "version": version})
+        report({"phase": "fitting fusion", "version": version})
+        self.refit_fusion_after_training(job_id)
         return TrainResult(
             version=version,
             index_size=self.store.size(METHOD, version),
             **{k: v for k, v in meta.items() if k not in ("history", "version")},
         )
+
+    def fit_fusion(self, candidates: int) -> FusionWeights:
+        """Fit the fused list's weights to the catalogue's labels and store them."""
+        from shared.runtime.fusion_fit import fit_catalogue
+
+        fit = fit_catalogue(self.redis, candidates)
+        store_fit(self.redis, fit)
+        log.info(
+            "fusion fitted",
+            extra={"source": fit.source, "weights": fit.weights, "reason": fit.reason},
+        )
+        return fit
+
+    def refit_fusion_after_training(self, job_id: str) -> None:
+        """A new model ranks differently: fit again, at the depth the last fit used. A failed
+        fit leaves the last one in place and does not fail the training."""
+        previous = stored_fit(self.redis)
+        candidates = (previous and previous.candidates) or DEFAULT_CANDIDATES
+        try:
+            self.fit_fusion(candidates)
+        except (ValueError, MemoryError) as err:
+            log.error("fusion fit failed", extra={"job_id": job_id, "error": str(err)})
 
     def renew_training_lease(self, job_id: str) -> None:
         lease = keys.training_lease(METHOD)
@@ -229,3 +254,16 @@ def train(self, job_id: str, options: dict[str, Any]) -> dict[str, Any]:
         self.update_state(state="PROGRESS", meta={**progress, "updated_at": time.time()})
 
     return service.train(job_id, payload.options, report).to_json()
+
+
+@app.task(
+    name=names.AUTOENCODER_FIT_FUSION,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=True,
+    max_retries=3,
+    soft_time_limit=600,
+    time_limit=660,
+)
+def fit_fusion(job_id: str, candidates: int) -> dict[str, Any]:
+    payload = FitFusionTask(job_id=job_id, candidates=candidates)
+    return service.fit_fusion(payload.candidates).to_json()
