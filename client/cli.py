@@ -24,7 +24,7 @@ from typing import Any
 from tqdm import tqdm
 
 from .api import ApiClient, ClientError, content_id, image_files
-from .evaluation import summarise
+from .evaluation import fused_gain, per_class, summarise
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 # eval asks for this many results per method: the metrics read the first 10, and fusion
@@ -206,12 +206,16 @@ def evaluate(
                     continue
                 ranked = [labels.get(r["id"], "?") for r in outcome.get("results", [])]
                 rankings.setdefault(method, []).append((label, ranked))
+    methods = {m: summarise(r, relevant) for m, r in rankings.items()}
     report = {
         "catalog": {"folder": str(catalogue), "images": len(labels), "classes": len(relevant)},
         "queries": {"folder": str(queries), "images": len(query_paths)},
         "query_seconds": round(time.monotonic() - started, 1),
         "training": training,
-        "methods": {m: summarise(r, relevant) for m, r in rankings.items()},
+        "methods": methods,
+        "fused_gain": fused_gain(methods),
+        "fusion": client.request("GET", "/stats").get("fusion"),
+        "per_class": {m: per_class(r, relevant) for m, r in rankings.items()},
         "not_measured": notes,
     }
     return report
@@ -238,6 +242,18 @@ def print_eval(report: dict[str, Any]) -> None:
             (method, str(m["queries"]), f"{m['p@1']:.3f}", f"{m['p@5']:.3f}", f"{m['map@10']:.3f}")
         )
     print_table(rows)
+    gain = report.get("fused_gain")
+    if gain:
+        print(
+            "fused gain over the best single method: "
+            + ", ".join(
+                f"{m} {gain[m]:+.3f} (vs {gain[f'best_single_{m}']})"
+                for m in ("p@1", "p@5", "map@10")
+            )
+        )
+    fusion = report.get("fusion")
+    if fusion:
+        print(f"fusion weights {fusion['weights']} ({fusion['source']}): {fusion['reason']}")
     for method, reason in report["not_measured"].items():
         print(f"{method}: not measured ({reason})")
 

@@ -1,6 +1,7 @@
 """Retrieval quality measures: pure functions over ranked labels."""
 
 from collections.abc import Sequence
+from typing import Any
 
 
 def precision_at(ranked: Sequence[str], label: str, k: int) -> float:
@@ -41,3 +42,28 @@ def summarise(
         )
         / n,
     }
+
+
+def per_class(
+    rankings: Sequence[tuple[str, Sequence[str]]], relevant_counts: dict[str, int]
+) -> dict[str, dict[str, float]]:
+    """``summarise`` for each query label alone, labels in order."""
+    by_label: dict[str, list[tuple[str, Sequence[str]]]] = {}
+    for label, ranked in rankings:
+        by_label.setdefault(label, []).append((label, ranked))
+    return {label: summarise(by_label[label], relevant_counts) for label in sorted(by_label)}
+
+
+def fused_gain(methods: dict[str, dict[str, float]], fused: str = "fused") -> dict[str, Any]:
+    """The fused list's gain over the best single method, per measure (the best may differ
+    from one measure to the next); empty when the fused list or every single method is
+    missing."""
+    singles = {m: s for m, s in methods.items() if m != fused}
+    if fused not in methods or not singles:
+        return {}
+    gain: dict[str, Any] = {}
+    for measure in ("p@1", "p@5", "map@10"):
+        best = max(singles, key=lambda m: singles[m][measure])
+        gain[measure] = round(methods[fused][measure] - singles[best][measure], 4)
+        gain[f"best_single_{measure}"] = best
+    return gain

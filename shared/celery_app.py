@@ -13,6 +13,7 @@ def task_routes() -> dict[str, dict[str, str]]:
         routes[names.SEARCH_TASKS[method]] = {"queue": names.queue_name(method, names.SEARCH)}
         routes[names.EMBED_BATCH_TASKS[method]] = {"queue": names.queue_name(method, names.INDEX)}
     routes[names.AUTOENCODER_TRAIN] = {"queue": names.queue_name("autoencoder", names.TRAIN)}
+    routes[names.AUTOENCODER_FIT_FUSION] = {"queue": names.queue_name("autoencoder", names.INDEX)}
     return routes
 
 

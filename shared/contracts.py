@@ -430,6 +430,12 @@ class TrainTaskPayload(TaskPayload):
     options: dict[str, bool | int] = Field(default_factory=dict)
 
 
+class FitFusionTask(TaskPayload):
+    """``autoencoder.fit_fusion``: fit the fused list's weights to the catalogue's labels."""
+
+    candidates: int = Field(ge=1, description="Results per method the gateway fuses.")
+
+
 # Task results -----------------------------------------------------------------------------
 class WorkerResult(BaseModel):
     """What a worker returns; fields never set are left out of the JSON."""
@@ -534,6 +540,38 @@ class TrainResult(WorkerResult):
         default=None,
         description="Whether the version became active; if not, it is a candidate that "
         "POST .../versions/{version}/activate can still activate.",
+    )
+
+
+class FusionQuality(BaseModel):
+    p_at_1: float
+    map_at_10: float
+
+
+class FusionWeights(WorkerResult):
+    """The fused list's weights and how they were obtained: fitted by leave-one-out on the
+    catalogue's labelled images, or the gateway's FUSION_WEIGHTS and why."""
+
+    weights: dict[str, float] | None = Field(
+        description="Each method's weight; null in a stored record means FUSION_WEIGHTS."
+    )
+    source: Literal["fitted", "default"]
+    reason: str = Field(description="How the weights were obtained, for a person.")
+    fitted_at: float | None = Field(default=None, description="Unix time of the fit.")
+    labelled_images: int = Field(default=0, description="Images with a metadata.label.")
+    classes: int = 0
+    queries: int = Field(default=0, description="Leave-one-out queries the fit ran.")
+    catalogue_size: int = 0
+    candidates: int | None = None
+    autoencoder_version: str | None = None
+    leave_one_out: dict[str, FusionQuality] | None = Field(
+        default=None,
+        description="Leave-one-out quality of vgg16 alone, the autoencoder alone and the "
+        "fused list with the chosen weights.",
+    )
+    autoencoder_share: dict[str, float] | None = Field(
+        default=None,
+        description="Leave-one-out P@1 per autoencoder share of the grid (0 = vgg16 alone).",
     )
 
 
@@ -708,7 +746,8 @@ class FusedResults(BaseModel):
     method: Literal["weighted_reciprocal_rank_fusion"]
     higher_is_better: bool
     methods: list[str]
-    weights: dict[str, float] = Field(description="Each method's weight (FUSION_WEIGHTS).")
+    weights: dict[str, float] = Field(description="Each method's weight.")
+    fit: FusionWeights = Field(description="How the weights were obtained.")
     results: list[ResultView]
 
 
@@ -796,6 +835,14 @@ class Stats(BaseModel):
 
     catalogue_size: int
     methods: dict[str, MethodStats]
+    fusion: FusionWeights = Field(description="The fused list's weights in use.")
+
+
+class FusionFitAccepted(BaseModel):
+    """202: a fit is queued; ``GET status_url`` shows its ``fitted_at`` once it ran."""
+
+    task_id: str
+    status_url: str
 
 
 def body(model: BaseModel) -> dict[str, Any]:

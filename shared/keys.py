@@ -59,6 +59,12 @@ Models:
                                      of the same task and attempt finds it and does nothing
     model:{method}:retrain-size      catalogue size when the gateway last started a training
                                      on its own (AUTOENCODER_RETRAIN_GROWTH)
+Fusion:
+    fusion:weights                   JSON FusionWeights: the fused list's weights fitted to the
+                                     catalogue's labels (or why none could be), by the
+                                     autoencoder worker's autoencoder.fit_fusion
+    fusion:fit-requested-size        catalogue size when the gateway last queued a fit because
+                                     the catalogue grew (FUSION_REFIT_GROWTH)
 Gateway:
     ratelimit:{identity}:{minute}    request count of one client in one minute (unix time // 60;
                                      expires); identity "key-<sha256 prefix of the API key>"
@@ -73,6 +79,8 @@ from typing import Final
 CATALOGUE_IDS: Final = "catalog:ids"
 BLOB_REFERENCES: Final = "blob:refs"
 INDEX_REGISTRY: Final = "index:registry"
+FUSION_WEIGHTS: Final = "fusion:weights"
+FUSION_FIT_REQUESTED_SIZE: Final = "fusion:fit-requested-size"
 WORKER_HEARTBEAT_SECONDS: Final = 5.0
 WORKER_STALE_SECONDS: Final = 30.0
 TRAINING_LEASE_SECONDS: Final = 600

@@ -59,3 +59,9 @@ def task_search(method: Method) -> str:
 def task_embed_batch(method: Method) -> str:
     """The indexing task of a method (EmbedBatchTask -> IndexResult)."""
     return EMBED_BATCH_TASKS[method]
+
+
+# Fits the fused list's weights to the catalogue's labels (FitFusionTask -> FusionWeights).
+# Run by the autoencoder worker, which has numpy and both methods' vectors in Redis; queued on
+# its index queue so that it runs after the indexing queued before it.
+AUTOENCODER_FIT_FUSION: Final = "autoencoder.fit_fusion"

@@ -21,7 +21,15 @@ from celery.exceptions import Ignore
 
 from shared import keys, names
 from shared.celery_app import make_celery
-from shared.contracts import Activation, ActivationCheck, TrainResult, TrainTaskPayload
+from shared.contracts import (
+    Activation,
+    ActivationCheck,
+    FitFusionTask,
+    FusionWeights,
+    TrainResult,
+    TrainTaskPayload,
+)
+from shared.fusion import DEFAULT_CANDIDATES, store_fit, stored_fit
 from shared.logs import configure_logging
 from shared.model_store import ModelFile, ModelStore
 from shared.runtime.worker import TRANSIENT_ERRORS, Embedder, MethodService, register_method_tasks
@@ -197,6 +205,9 @@ class AutoencoderService(MethodService):
             "model activated" if activation.activated else "model kept as a candidate",
             extra={"job_id": job_id, "version": version, "reason": activation.reason},
         )
+        if activation.activated:  # a candidate changes no answer: the last fit stands
+            report({"phase": "fitting fusion", "version": version})
+            self.refit_fusion_after_training(job_id)
         return TrainResult(
             version=version,
             index_size=self.store.size(METHOD, version),
@@ -293,6 +304,28 @@ class AutoencoderService(MethodService):
         )
         return bool(claimed)
 
+    def fit_fusion(self, candidates: int) -> FusionWeights:
+        """Fit the fused list's weights to the catalogue's labels and store them."""
+        from shared.runtime.fusion_fit import fit_catalogue
+
+        fit = fit_catalogue(self.catalogue, candidates)
+        store_fit(self.redis, fit)
+        log.info(
+            "fusion fitted",
+            extra={"source": fit.source, "weights": fit.weights, "reason": fit.reason},
+        )
+        return fit
+
+    def refit_fusion_after_training(self, job_id: str) -> None:
+        """A new model ranks differently: fit again, at the depth the last fit used. A failed
+        fit leaves the last one in place and does not fail the training."""
+        previous = stored_fit(self.redis)
+        candidates = (previous and previous.candidates) or DEFAULT_CANDIDATES
+        try:
+            self.fit_fusion(candidates)
+        except (ValueError, MemoryError) as err:
+            log.error("fusion fit failed", extra={"job_id": job_id, "error": str(err)})
+
     def renew_training_lease(self, job_id: str) -> None:
         lease = keys.training_lease(METHOD)
         if (self.redis.get(lease) or b"").decode() == job_id:
@@ -347,3 +380,16 @@ def train(self, job_id: str, options: dict[str, Any]) -> dict[str, Any]:
         self.update_state(state="PROGRESS", meta={**progress, "updated_at": time.time()})
 
     return service.train(job_id, payload.options, report).to_json()
+
+
+@app.task(
+    name=names.AUTOENCODER_FIT_FUSION,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=True,
+    max_retries=3,
+    soft_time_limit=600,
+    time_limit=660,
+)
+def fit_fusion(job_id: str, candidates: int) -> dict[str, Any]:
+    payload = FitFusionTask(job_id=job_id, candidates=candidates)
+    return service.fit_fusion(payload.candidates).to_json()

@@ -1,4 +1,4 @@
-"""Fit the fusion weights on held-out queries.
+"""Compare fusions on held-out queries (the service fits its weights per catalogue itself).
 
     imgsearch eval CATALOGUE VALIDATION_QUERIES --results-out var/val.jsonl
     python -m services.gateway.fusion_calibration var/val.jsonl
@@ -8,8 +8,9 @@ and prints P@1, P@5 and mAP@10 of: each method alone; reciprocal rank fusion wit
 weights; and, for each autoencoder weight on a grid (vgg16's weight is 1: only the ratio
 matters), the weighted rank fusion the gateway runs and two fusions of the scores
 themselves, standardised (z-scores over each list) or min-max scaled, which were measured
-as alternatives and lost (README, "Measured here"). The best weight of the gateway's fusion
-goes into ``FUSION_WEIGHTS``. Fit on a validation split, never on the queries the result is
+as alternatives and lost (README, "Measured here"). The service fits the weights of its
+fusion to each catalogue's labels (shared/runtime/fusion_fit.py); this script measures them,
+and other fusions, on queries. Fit on a validation split, never on the queries the result is
 reported on.
 """
 

@@ -29,6 +29,7 @@ from shared.contracts import (
     TaskPayload,
     TrainTaskPayload,
 )
+from shared.fusion import stored_fit, weights_in_use
 from shared.images import CanonicalImage
 from shared.jobs import (
     FINAL_STATUSES,
@@ -338,7 +339,8 @@ def _with_search_results(merged: dict[str, Any], job: JobRecord) -> dict[str, An
 
     cfg = settings()
     k = job.params.get("k", cfg.default_k)
-    weights = cfg.fusion_weights
+    fit = weights_in_use(stored_fit(redis_client()), cfg.fusion_weights)
+    weights = fit.weights or {}
     rankings = {}
     for method, outcome in view["methods"].items():
         if "results" in outcome:
@@ -355,6 +357,7 @@ def _with_search_results(merged: dict[str, Any], job: JobRecord) -> dict[str, An
         "higher_is_better": True,
         "methods": sorted(m for m in rankings if weights.get(m, 0) > 0),
         "weights": {m: weights.get(m, 0.0) for m in sorted(rankings)},
+        "fit": fit.to_json(),
         "results": decorate(fuse_rankings(rankings, weights, k), describe),
     }
     return view

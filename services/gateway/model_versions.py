@@ -12,7 +12,7 @@ from shared.contracts import TrainingOptions
 from shared.index_store import IndexStore
 from shared.model_store import ModelStore
 
-from . import jobs
+from . import fusion_weights, jobs
 from .context import catalogue, redis_client, settings
 from .errors import ApiError
 
@@ -88,6 +88,7 @@ def activate(version: str) -> dict[str, Any]:
     previous = versions.active
     if previous != version:
         store.activate(METHOD, version, previous=previous)
+        fusion_weights.request_fit("activation")  # the weights were fitted to the other model
     log.info("model activated", extra={"version": version, "previous": previous})
     return {"active": version, "previous": previous}
 

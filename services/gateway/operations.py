@@ -4,6 +4,7 @@ import time
 from typing import Any
 
 from shared import keys, names
+from shared.fusion import stored_fit, weights_in_use
 from shared.index_store import IndexStore
 
 from .auth import given_key, key_is_valid
@@ -56,4 +57,5 @@ def stats() -> dict[str, Any]:
             "index_size": store.size(method, active) if active else 0,
             "building": {version: store.size(method, version) for version in building},
         }
-    return {"catalogue_size": catalogue().size(), "methods": methods}
+    fusion = weights_in_use(stored_fit(redis_client()), settings().fusion_weights)
+    return {"catalogue_size": catalogue().size(), "methods": methods, "fusion": fusion.to_json()}

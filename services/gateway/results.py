@@ -2,18 +2,17 @@
 
 The fused list is weighted reciprocal rank fusion: an image scores the sum, over the methods
 that returned it, of the method's weight / (RRF_K + its rank there). The weights say how
-much each method is trusted, and were fitted on validation queries
-(``services/gateway/fusion_calibration.py``). Fusions of the methods' scores themselves
-(standardised or min-max scaled, since cosine similarity and Euclidean distance live on
-different scales) were measured too and ranked worse; the calibration script reports them.
+much each method is trusted; they are fitted to each catalogue's labels
+(``shared/runtime/fusion_fit.py``, which replays this same fusion) and read by
+``fusion_weights.py``. Fusions of the methods' scores themselves (standardised or min-max
+scaled, since cosine similarity and Euclidean distance live on different scales) were
+measured too and ranked worse (``services/gateway/fusion_calibration.py`` reports them).
 """
 
 from collections.abc import Callable
 from typing import Any
 
-# Reciprocal rank fusion constant (Cormack et al., 2009): damps the weight of the very top ranks
-# so one method's first hit does not drown the other method's agreement lower down.
-RRF_K = 60
+from shared.fusion import RRF_K
 
 
 def fuse_rankings(

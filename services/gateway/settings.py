@@ -3,6 +3,7 @@
 from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 
 from shared import names
+from shared.fusion import DEFAULT_CANDIDATES
 from shared.jobs import DEFAULT_DEADLINE_SECONDS
 from shared.settings import CommonSettings, refuse_placeholder
 
@@ -50,13 +51,17 @@ class GatewaySettings(CommonSettings):
     index_chunk_size: int = Field(default=64, ge=1)
     default_k: int = Field(default=10, ge=1)
     max_k: int = Field(default=100, ge=1)
-    # How much the fused list trusts each method (JSON): weights of reciprocal rank fusion,
-    # fitted on validation queries with services/gateway/fusion_calibration.py (README,
-    # "Measured here").
-    fusion_weights: dict[str, float] = {"vgg16": 1.0, "autoencoder": 0.3}
+    # How much the fused list trusts each method (JSON) until a fit to the catalogue's labels
+    # has run (shared/runtime/fusion_fit.py), and on catalogues without labels: weights of
+    # reciprocal rank fusion. vgg16 alone: no fixed autoencoder weight helped on every
+    # catalogue measured (README, "Retrieval quality").
+    fusion_weights: dict[str, float] = {"vgg16": 1.0, "autoencoder": 0.0}
+    # Fit the fusion weights again once the catalogue holds this fraction more images than at
+    # the last fit (they also refit after each training and activation); 0 = not on growth.
+    fusion_refit_growth: float = Field(default=0.1, ge=0)
     # Results each method returns for fusion when a search asks for fewer, so an image one
     # method ranks just below k still counts (fitted and measured with 50).
-    fusion_candidates: int = Field(default=50, ge=1)
+    fusion_candidates: int = Field(default=DEFAULT_CANDIDATES, ge=1)
     # Seconds a job may take, per kind (JSON; one naming only some kinds keeps the defaults
     # of the others): past it an unfinished job ends "failed" with reason "timeout". Search
     # and training tasks carry it as Celery's expires, so no worker starts one nobody waits

@@ -15,7 +15,7 @@ from shared.images import (
     validate_image_id,
 )
 
-from . import jobs, model_versions
+from . import fusion_weights, jobs, model_versions
 from .context import catalogue, settings
 from .errors import ApiError
 
@@ -70,6 +70,7 @@ def add_images(files: list[FileStorage], upload: ImageUpload) -> dict[str, Any]:
         "rejected": [r.model_dump(mode="json") for r in rejected],
     }
     training_job_id = model_versions.retrain_if_catalogue_grew()
+    fusion_weights.refit_if_catalogue_grew()
     if training_job_id:
         body["training_job_id"] = training_job_id
     return {**body, "job_id": job.id}

@@ -134,6 +134,10 @@ def test_search_by_upload_shows_each_method_side_by_side(service, catalogue, bro
     assert result_ids(browser, "vgg16")[0] == query_id
     assert len(result_ids(browser, "vgg16")) == min(10, len(catalogue))
     assert result_ids(browser, "fused")[0] == query_id
+    # The fused column says which weights it used and how they were obtained.
+    weights = by_testid(browser, "fusion-weights")
+    assert weights.get_attribute("data-source") in ("fitted", "default")
+    assert "weights vgg16" in weights.text and "FUSION_WEIGHTS" in weights.text
     first = browser.find_element(
         By.CSS_SELECTOR, '[data-testid="column-vgg16"] [data-testid="result"]'
     )

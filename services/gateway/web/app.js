@@ -284,9 +284,20 @@ function columnBody(name, outcome) {
     "div",
     {},
     el("p", { class: "muted about", "data-testid": `about-${name}` }, about.filter(Boolean).join(" · ")),
+    outcome.fit ? fusionWeights(outcome) : null,
     results.length
       ? el("ol", { class: "result-list" }, results.map((r) => resultItem(r, direction)))
       : el("p", { class: "muted" }, "no results (is the catalogue empty?)"),
+  );
+}
+
+/** The fused list's weights and how they were obtained (fitted to the catalogue, or why not). */
+function fusionWeights(fused) {
+  const weights = Object.entries(fused.weights || {}).map(([m, w]) => `${m} ${w}`).join(" · ");
+  return el(
+    "p",
+    { class: "muted about", "data-testid": "fusion-weights", "data-source": fused.fit.source },
+    `weights ${weights} (${fused.fit.source}): ${fused.fit.reason}`,
   );
 }
 
