@@ -2,12 +2,15 @@
 
 Retrieval, not only reconstruction: each step draws two augmented views of every image
 (random crop, flip, brightness, contrast and saturation jitter; hue is left alone because
-colour tells products apart). The decoder must rebuild the clean image from the first view
-(denoising), and a contrastive term (InfoNCE) pulls the two views' latents together and
-pushes the other images' latents away. So the latent keeps what identifies a product and
-drops what changes between two photos of it. A reconstruction-only autoencoder ranked the
-right product first for 9% of Grocery Store queries, this objective for 34% in the same
-10 minutes (``tools/autoencoder_research.py`` has the table).
+colour tells products apart). The decoder rebuilds the first view from its bottleneck, and a
+contrastive term (InfoNCE) pulls the two views' latents together and pushes the other
+images' latents away. So the latent keeps what identifies a product and drops what changes
+between two photos of it, and the decoder shows what the encoder sees. (Until the decoder
+read the bottleneck it read the pooled latent and was asked for the clean image; pooled, the
+latent cannot say where anything was, and the previews were the catalogue's mean colour.)
+A reconstruction-only autoencoder ranked the right product first for 9% of Grocery Store
+queries, this objective for 34% in the same 10 minutes (``tools/autoencoder_research.py``
+has the table).
 
 Validation uses fixed views (the clean image and its mirror image) so that epochs compare;
 the best epoch's weights are restored; the learning rate follows a cosine down to 0 over
@@ -30,6 +33,7 @@ from PIL import Image, ImageDraw
 
 from services.autoencoder.model import (
     DEFAULT_WIDTHS,
+    Autoencoder,
     build_autoencoder,
     float32_copy,
     model_to_bytes,
@@ -191,12 +195,13 @@ def info_nce(z1: tf.Tensor, z2: tf.Tensor, temperature: float) -> tf.Tensor:
 
 
 class _Trainer(keras.Model):
-    """Wraps encoder and decoder with the two-view denoising + contrastive objective."""
+    """Wraps the autoencoder's parts with the two-view reconstruction + contrastive objective."""
 
-    def __init__(self, encoder: keras.Model, decoder: keras.Model, options: TrainingOptions):
+    def __init__(self, parts: Autoencoder, options: TrainingOptions):
         super().__init__(name="trainer")
-        self.encoder = encoder
-        self.decoder = decoder
+        self.encoder = parts.encoder
+        self.search_head = parts.search_head
+        self.decoder = parts.decoder
         self.options = options
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.recon_tracker = keras.metrics.Mean(name="reconstruction")
@@ -209,19 +214,21 @@ class _Trainer(keras.Model):
     def call(self, images, training=False):
         return self.decoder(self.encoder(images, training=training), training=training)
 
-    def _objective(self, view1, view2, target, training):
+    def _objective(self, view1, view2, training):
         if self.options.contrastive_weight > 0:
             # Both views in one encoder pass: larger matrix products, and batch statistics
             # over both views.
-            z1, z2 = tf.split(self.encoder(tf.concat([view1, view2], 0), training=training), 2)
+            f1, f2 = tf.split(self.encoder(tf.concat([view1, view2], 0), training=training), 2)
+            z1 = self.search_head(f1, training=training)
+            z2 = self.search_head(f2, training=training)
             contrast = info_nce(z1, z2, self.options.temperature)
         else:
-            z1 = self.encoder(view1, training=training)
+            f1 = self.encoder(view1, training=training)
             contrast = tf.constant(0.0)
-        # One reconstruction per step (from the first view) halves the decoder's cost; the
+        # One reconstruction per step (of the first view) halves the decoder's cost; the
         # second view only feeds the contrastive term.
-        r1 = tf.cast(self.decoder(z1, training=training), tf.float32)
-        recon = tf.reduce_mean(tf.square(r1 - target))
+        r1 = tf.cast(self.decoder(f1, training=training), tf.float32)
+        recon = tf.reduce_mean(tf.square(r1 - view1 / 255.0))
         return recon + self.options.contrastive_weight * contrast, recon, contrast
 
     def _record(self, loss, recon, contrast):
@@ -232,7 +239,6 @@ class _Trainer(keras.Model):
 
     def train_step(self, data):
         images = tf.cast(data, tf.float32)
-        target = images / 255.0
         o = self.options
         if o.augment:
             view1 = augment(images, o.min_crop_area, o.jitter)
@@ -240,7 +246,7 @@ class _Trainer(keras.Model):
         else:
             view1 = view2 = images
         with tf.GradientTape() as tape:
-            loss, recon, contrast = self._objective(view1, view2, target, training=True)
+            loss, recon, contrast = self._objective(view1, view2, training=True)
         variables = self.trainable_variables
         self.optimizer.apply(tape.gradient(loss, variables), variables)
         return self._record(loss, recon, contrast)
@@ -250,7 +256,7 @@ class _Trainer(keras.Model):
         # the clean image and its mirror image.
         images = tf.cast(data, tf.float32)
         mirrored = tf.reverse(images, axis=[2]) if self.options.augment else images
-        loss, recon, contrast = self._objective(images, mirrored, images / 255.0, training=False)
+        loss, recon, contrast = self._objective(images, mirrored, training=False)
         return self._record(loss, recon, contrast)
 
 
@@ -349,7 +355,7 @@ def train_autoencoder(
     train_idx, val_idx = split_validation(len(images), options.validation_fraction, options.seed)
     input_size = int(images.shape[1])
     parts = build_autoencoder(input_size, options.latent_dim, options.widths, options.norm)
-    trainer = _Trainer(parts.encoder, parts.decoder, options)
+    trainer = _Trainer(parts, options)
     trainer.compile(optimizer=keras.optimizers.Adam(options.learning_rate))
 
     batch = max(1, min(options.batch_size, len(train_idx)))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from services.autoencoder.model import model_from_bytes
+from services.autoencoder.model import model_from_bytes, reconstruction_model
 from services.autoencoder.settings import AutoencoderSettings
 from services.autoencoder.training import (
     CURVE_SIZE,
@@ -50,7 +50,7 @@ def shape_images(n: int, size: int = SIZE, seed: int = 0) -> np.ndarray:
 
 
 def reconstruction_loss(model_bytes: bytes, images: np.ndarray) -> float:
-    model = model_from_bytes(model_bytes)
+    model = reconstruction_model(model_from_bytes(model_bytes))
     pred = model.predict(images.astype(np.float32), verbose=0)
     return float(np.mean((pred - images / 255.0) ** 2))
 
@@ -95,7 +95,11 @@ def test_outcome_describes_the_run(trained):
     assert outcome.image_count == 24
     assert outcome.train_count + outcome.val_count == 24 and outcome.val_count >= 1
     assert outcome.seconds > 0 and outcome.model_bytes[:2] == b"PK"
-    assert model_from_bytes(outcome.model_bytes).output_shape == (None, SIZE, SIZE, 3)
+    stored = model_from_bytes(outcome.model_bytes)
+    assert [tuple(shape) for shape in stored.output_shape] == [
+        (None, SIZE, SIZE, 3),
+        (None, options.latent_dim),
+    ]
 
 
 def test_early_stopping_keeps_the_best_epoch():
@@ -248,3 +252,43 @@ def test_reconstruction_preview_puts_inputs_above_reconstructions():
         reconstruction_preview_png(inputs, outputs[:2])
     doubled = Image.open(io.BytesIO(reconstruction_preview_png(inputs, outputs, scale=2)))
     assert doubled.size == (3 * 32 + 4 * g, 2 * 32 + 3 * g)
+
+
+def quadrant_images(size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """One coloured square on white per image, in one of the four quadrants (and which)."""
+    half = size // 2
+    images, quadrants = [], []
+    for quadrant in range(4):
+        for colour in COLOURS[:4]:
+            image = np.full((size, size, 3), 255, np.uint8)
+            y, x = (quadrant // 2) * half, (quadrant % 2) * half
+            image[y + 2 : y + half - 2, x + 2 : x + half - 2] = colour
+            images.append(image)
+            quadrants.append(quadrant)
+    return np.stack(images), np.array(quadrants)
+
+
+def test_reconstructions_show_where_each_input_has_its_content():
+    # A decoder fed the pooled search vector cannot know where anything was: it drew every
+    # image alike (the uniform brown previews), and here found the square's quadrant for 25%
+    # of the images, chance. Reading the bottleneck it finds all of them.
+    images, quadrants = quadrant_images()
+    options = TrainingOptions(
+        epochs=40, patience=40, learning_rate=3e-3, contrastive_weight=0, augment=False, **TINY
+    )
+    outcome = train_autoencoder(images, options)
+    pred = reconstruction_model(model_from_bytes(outcome.model_bytes)).predict(
+        images.astype(np.float32), verbose=0
+    )
+
+    half = SIZE // 2
+    ink = 1.0 - pred.mean(axis=-1)  # white is 0, the square's colour more
+    per_quadrant = np.stack(
+        [
+            ink[:, y : y + half, x : x + half].mean(axis=(1, 2))
+            for y in (0, half)
+            for x in (0, half)
+        ],
+        axis=1,
+    )
+    assert (per_quadrant.argmax(axis=1) == quadrants).mean() >= 0.9
