@@ -365,6 +365,7 @@ def test_a_photo_can_come_from_the_camera_a_paste_a_drop_or_a_url(service, catal
     ).json()["error"]
     assert message.text == refusal["message"] and "/api/" not in message.text
     browser.get_log("browser")  # the 400 above is logged as a console error: expected here
+    field.clear()  # the page stays loaded: later views (and screenshots) would show it
 
 
 def test_model_view_trains_shows_progress_and_activates(service, catalogue, browser):
@@ -663,6 +664,11 @@ def test_a_training_started_elsewhere_shows_in_the_model_view_and_the_search(
     )
     assert selected.get_attribute("data-version") == other
     assert_no_console_errors(browser)
+    browser.find_element(
+        By.CSS_SELECTOR,
+        f'[data-testid="version-row"][data-version="{version}"] [data-testid="show-artifacts"]',
+    ).click()
+    assert by_testid(browser, "artifacts-title").text == f"Version {version}"
     screenshot(browser, "web-model-versions.png", "model.png")
 
 

@@ -945,13 +945,14 @@ function showArtifacts(version) {
   preview.onload = () => (preview.style.width = `${preview.naturalWidth * 3}px`); // tiles are tiny
   setImage(preview, artifactUrl(version.version, "preview"));
   const size = version.input_size ? `${version.input_size}×${version.input_size} pixels` : "its input size";
+  const grid = version.input_size ? `${version.input_size / 16}×${version.input_size / 16}` : "small";
   const latent = version.latent_dim ? `${version.latent_dim} numbers` : "a short vector";
   $("preview-caption").textContent =
-    `Top row: photos this version never trained on, shrunk to ${size}. Bottom row: what it ` +
-    `rebuilds from each photo's latent vector of ${latent}. Blurry or blocky colour patches ` +
-    "are expected from so small a model: it keeps colours and rough layout, not detail. " +
-    "Searches compare the latent vectors, not these pictures; the autoencoder's search " +
-    "results show how well that works.";
+    `Top row: photos this version never trained on, shrunk to ${size}. Bottom row: what its ` +
+    `decoder rebuilds from the encoder's ${grid} grid of features. Blurry colour patches are ` +
+    "expected from so small a model: it keeps colours and rough layout, not detail. " +
+    `Searches compare a vector of ${latent} pooled from that grid, not these pictures; the ` +
+    "autoencoder's search results show how well that works.";
 }
 
 async function activateVersion(version) {
