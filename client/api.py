@@ -82,8 +82,19 @@ class ApiClient:
     def existing(self, ids: list[str]) -> set[str]:
         return set(self.request("POST", "/images/lookup", json={"ids": ids})["existing"])
 
-    def search(self, path: Path, k: int = 10, methods: str | None = None) -> dict[str, Any]:
+    def search(
+        self,
+        path: Path | None = None,
+        k: int = 10,
+        methods: str | None = None,
+        image_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Start a search with a photo's file or a catalogue image's id (left out of its
+        own results); the 202 body."""
         data = {"k": str(k)} | ({"methods": methods} if methods else {})
+        if image_id is not None:
+            return self.request("POST", "/searches", data={**data, "image_id": image_id})
+        assert path is not None, "a search needs a file or an image id"
         return self.request(
             "POST", "/searches", files={"file": (path.name, path.read_bytes())}, data=data
         )

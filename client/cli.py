@@ -2,6 +2,7 @@
 
     imgsearch index FOLDER          upload every image below FOLDER (skips what is indexed)
     imgsearch search IMAGE          most similar images, each method side by side (--json)
+    imgsearch search --id ID        the same for a catalogue image (left out of its results)
     imgsearch delete ID             remove an image from the catalogue and every index
     imgsearch stats                 catalogue and index sizes, model versions
     imgsearch train                 train the autoencoder on the current catalogue
@@ -293,7 +294,14 @@ def main(argv: list[str] | None = None) -> int:
     search = commands.add_parser(
         "search", help="find the most similar images", parents=command_options
     )
-    search.add_argument("image", type=Path)
+    search.add_argument("image", type=Path, nargs="?", help="the query photo's file")
+    search.add_argument(
+        "--id",
+        dest="image_id",
+        metavar="ID",
+        help="search with a catalogue image instead of a file: its full id, as search, "
+        "the web page and the API show it (the image is left out of its own results)",
+    )
     search.add_argument("-k", type=int, default=10)
     search.add_argument("--methods", help="comma-separated: vgg16,autoencoder")
     search.add_argument("--json", action="store_true", help="print the whole job as JSON")
@@ -323,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
         "--train", action="store_true", help="train the autoencoder on CATALOGUE before querying"
     )
     args = parser.parse_args(argv)
+    if args.command == "search" and (args.image is None) == (args.image_id is None):
+        search.error("give either an IMAGE file or --id ID, not both and not neither")
     client = ApiClient(args.url, args.key)
     try:
         return _run(client, args)
@@ -346,7 +356,8 @@ def _run(client: ApiClient, args: argparse.Namespace) -> int:
         print_index_summary(summary)
         return 1 if summary.failed else 0
     if args.command == "search":
-        job = client.wait(client.search(args.image, k=args.k, methods=args.methods)["job_id"])
+        accepted = client.search(args.image, args.k, args.methods, image_id=args.image_id)
+        job = client.wait(accepted["job_id"])
         if args.json:
             print(json.dumps(job, indent=2))
         else:

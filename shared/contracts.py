@@ -164,7 +164,17 @@ class SearchForm(BaseModel):
     """POST /searches: the form (multipart, or urlencoded with 'url')."""
 
     file: bytes | SkipJsonSchema[None] = Field(
-        default=None, description="The query photo (exactly one), or give 'url' instead."
+        default=None,
+        description="The query photo (exactly one), or give 'url' or 'image_id' instead.",
+    )
+    image_id: str | SkipJsonSchema[None] = Field(
+        default=None,
+        pattern=IMAGE_ID_PATTERN.pattern,
+        description="The id of a catalogue image to search with, instead of 'file' or "
+        "'url': its stored canonical image is the query, and the image itself is left out "
+        "of every method's results and of the fused list (so the first result is its "
+        "nearest other image). An id not in the catalogue is 404 image_not_found.",
+        examples=["3f1b0c7e9a2d4b6c8e0f1a2b3c4d5e6f"],
     )
     url: str | SkipJsonSchema[None] = Field(
         default=None,
@@ -193,9 +203,12 @@ class SearchForm(BaseModel):
 
 
 class SearchRequest(BaseModel):
-    """POST /searches, read: one file or one URL, k within MAX_K, known methods, a filter."""
+    """POST /searches, read: one file, one URL or one catalogue image's id; k within MAX_K,
+    known methods, a filter."""
 
-    url: str | None = None  # before files: the check of files reads it
+    # image_id and url before files: the check of files reads them
+    image_id: str | None = None
+    url: str | None = None
     files: int
     k: int
     methods: list[names.Method]
@@ -204,6 +217,14 @@ class SearchRequest(BaseModel):
     @field_validator("files")
     @classmethod
     def _one_file_or_url(cls, files: int, info: ValidationInfo) -> int:
+        if info.data.get("image_id") is not None:
+            if files or info.data.get("url") is not None:
+                raise invalid(
+                    "image_id_and_file",
+                    "send one of 'file', 'url' or 'image_id', not several: 'image_id' "
+                    "already names the query image",
+                )
+            return files
         if info.data.get("url") is not None:
             if files:
                 raise invalid("file_and_url", "send either a 'file' or a 'url', not both")
@@ -211,12 +232,25 @@ class SearchRequest(BaseModel):
         if files == 0:
             raise invalid(
                 "missing_file",
-                "send the image as multipart/form-data in a field named 'file', "
-                "or its address in a field named 'url'",
+                "send the image as multipart/form-data in a field named 'file', its address "
+                "in a field named 'url', or a catalogue image's id in 'image_id'",
             )
         if files != 1:
             raise invalid("one_file_only", "a search takes exactly one 'file'")
         return files
+
+    @field_validator("image_id", mode="before")
+    @classmethod
+    def _image_id(cls, raw: Any) -> str | None:
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            return None  # an empty field is no id
+        if not isinstance(raw, str) or not IMAGE_ID_PATTERN.fullmatch(raw.strip()):
+            raise invalid(
+                "invalid_image_id",
+                "'image_id' must be an image id as the catalogue lists it (1-128 letters, "
+                "digits, '.', '_' or '-')",
+            )
+        return raw.strip()
 
     @field_validator("url", mode="before")
     @classmethod
@@ -475,6 +509,9 @@ class SearchResult(NotReady):
     metric: Literal["cosine", "euclidean"] | None = None
     higher_is_better: bool | None = None
     index_size: int | None = None
+    matching: int | None = Field(
+        default=None, description="With a filter: the catalogue images that match it."
+    )
     index_kind: Literal["exact", "hnsw"] | None = None
     timings_ms: SearchTimings | None = None
 
@@ -734,6 +771,12 @@ class MethodOutcome(BaseModel):
     message: str | None = None
     progress: TrainingProgress | None = None
     results: list[ResultView] | None = None
+    total: int | None = Field(
+        default=None,
+        description="Searches: how many images this method could have returned (its index, "
+        "or the images matching the filter; less the query image of an `image_id` search): "
+        "the N of 'k of N'.",
+    )
     parts: int | None = Field(default=None, description="Indexing tasks of a large upload.")
     parts_done: int | None = None
 
@@ -749,6 +792,9 @@ class FusedResults(BaseModel):
     weights: dict[str, float] = Field(description="Each method's weight.")
     fit: FusionWeights = Field(description="How the weights were obtained.")
     results: list[ResultView]
+    total: int | None = Field(
+        default=None, description="The largest of the methods' `total`: the N of 'k of N'."
+    )
 
 
 class JobView(BaseModel):
@@ -796,6 +842,12 @@ class ModelList(BaseModel):
     active: str | None
     building: list[str]
     versions: list[ModelVersion] = Field(description="Newest first.")
+    training_job_id: str | None = Field(
+        default=None,
+        description="The training running now, whoever started it (a request, the "
+        "catalogue's growth): poll GET /jobs/{training_job_id} for its epoch, losses and ETA. "
+        "null when none runs.",
+    )
 
 
 class Activated(BaseModel):
@@ -830,12 +882,18 @@ class MethodStats(BaseModel):
     building: dict[str, int]
 
 
+class SearchLimits(BaseModel):
+    default_k: int = Field(description="Results per method when a search gives no k.")
+    max_k: int = Field(description="The largest k a search may ask for.")
+
+
 class Stats(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     catalogue_size: int
     methods: dict[str, MethodStats]
     fusion: FusionWeights = Field(description="The fused list's weights in use.")
+    search_limits: SearchLimits | None = None
 
 
 class FusionFitAccepted(BaseModel):

@@ -42,8 +42,9 @@ def weights_in_use(fit: FusionWeights | None, default: dict[str, float]) -> Fusi
         return FusionWeights(
             weights=default,
             source="default",
+            # Shown on the web page as it is: words for people, not routes.
             reason="FUSION_WEIGHTS: no fit has run on this catalogue yet (one runs after each "
-            "autoencoder training, or on POST /api/v1/fusion/fit)",
+            "autoencoder training, and whenever one is asked for)",
         )
     if fit.weights is None:
         return fit.model_copy(

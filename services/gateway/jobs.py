@@ -90,20 +90,27 @@ def _send(job: JobRecord, task_name: str, method: str, part: int, payload: TaskP
     )
 
 
-def start_search(image: CanonicalImage, search: SearchRequest) -> JobRecord:
-    """Store the query image and the job, then send one search task per method."""
+def start_search(jpeg: bytes, search: SearchRequest) -> JobRecord:
+    """Store the query image (a canonical JPEG) and the job, then send one search task per
+    method. An ``image_id`` search's query is left out of its results (see
+    _with_search_results): the job's params keep the id."""
     cfg = settings()
     params: dict[str, Any] = {"k": search.k}
     if search.filter:
         params["filter"] = search.filter
+    if search.image_id is not None:
+        params["image_id"] = search.image_id
+    if search.url is not None:
+        params["url"] = search.url  # so a shared link to the job can show and rerun it
     job = _new_job("search", list(search.methods), params)
     query_key = keys.query_image(job.id)
     pipe = redis_client().pipeline(transaction=True)
-    pipe.set(query_key, image.jpeg, ex=cfg.query_image_ttl_seconds)
+    pipe.set(query_key, jpeg, ex=cfg.query_image_ttl_seconds)
     pipe.set(keys.job(job.id), job.to_json(), ex=cfg.job_ttl_seconds)
     pipe.execute()
-    # With more than one method, each returns enough candidates for the fusion to weigh.
-    candidates = search.k + EXTRA_CANDIDATES
+    # With more than one method, each returns enough candidates for the fusion to weigh
+    # (one more for an image_id search, whose query is dropped from its results).
+    candidates = search.k + EXTRA_CANDIDATES + (search.image_id is not None)
     if len(job.methods) > 1:
         candidates = max(candidates, cfg.fusion_candidates)
     for method in job.methods:
@@ -339,19 +346,26 @@ def _with_search_results(merged: dict[str, Any], job: JobRecord) -> dict[str, An
 
     cfg = settings()
     k = job.params.get("k", cfg.default_k)
+    query_id = job.params.get("image_id")
     fit = weights_in_use(stored_fit(redis_client()), cfg.fusion_weights)
     weights = fit.weights or {}
     rankings = {}
     for method, outcome in view["methods"].items():
         if "results" in outcome:
             # Images that left the catalogue go before the cut to k (the worker sent a margin
-            # of extra candidates for them); ranks count what is left.
-            candidates = decorate(outcome["results"], describe)
+            # of extra candidates for them), and so does the query of an image_id search;
+            # ranks count what is left.
+            found = [r for r in outcome["results"] if r["id"] != query_id]
+            candidates = decorate(found, describe)
             for rank, result in enumerate(candidates, start=1):
                 result["rank"] = rank
+            total = _searched(outcome, dropped_query=len(found) < len(outcome["results"]))
             outcome["results"] = candidates[:k]
+            if total is not None:
+                outcome["total"] = total
             if candidates:
                 rankings[method] = candidates
+    totals = [o["total"] for o in view["methods"].values() if "total" in o]
     view["fused"] = {
         "method": "weighted_reciprocal_rank_fusion",
         "higher_is_better": True,
@@ -360,4 +374,14 @@ def _with_search_results(merged: dict[str, Any], job: JobRecord) -> dict[str, An
         "fit": fit.to_json(),
         "results": decorate(fuse_rankings(rankings, weights, k), describe),
     }
+    if totals:
+        view["fused"]["total"] = max(totals)
     return view
+
+
+def _searched(outcome: dict[str, Any], dropped_query: bool) -> int | None:
+    """The N of "k of N": the images a method could have returned (the matching ones of a
+    filtered search, else its index), less an image_id search's query when it was found;
+    None for a method that did not search (no model yet)."""
+    size = outcome.get("matching", outcome.get("index_size"))
+    return None if size is None else max(0, size - dropped_query)

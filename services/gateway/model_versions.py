@@ -104,6 +104,8 @@ def version_list() -> dict[str, Any]:
     return {
         "active": active,
         "building": building,
+        # Whoever started it: the page follows this job in the Model view and search column.
+        "training_job_id": jobs.running_training() or None,
         "versions": [
             {
                 "version": version,

@@ -47,7 +47,8 @@ def health() -> tuple[dict[str, Any], int]:
 
 
 def stats() -> dict[str, Any]:
-    """Catalogue size; index size, model version and versions being built per method."""
+    """Catalogue size; index size, model version and versions being built per method; the
+    fusion weights in use; the k a search may ask for (the page's "Show more")."""
     store = IndexStore(redis_client())
     methods = {}
     for method in names.METHODS:
@@ -57,5 +58,11 @@ def stats() -> dict[str, Any]:
             "index_size": store.size(method, active) if active else 0,
             "building": {version: store.size(method, version) for version in building},
         }
-    fusion = weights_in_use(stored_fit(redis_client()), settings().fusion_weights)
-    return {"catalogue_size": catalogue().size(), "methods": methods, "fusion": fusion.to_json()}
+    cfg = settings()
+    fusion = weights_in_use(stored_fit(redis_client()), cfg.fusion_weights)
+    return {
+        "catalogue_size": catalogue().size(),
+        "methods": methods,
+        "fusion": fusion.to_json(),
+        "search_limits": {"default_k": cfg.default_k, "max_k": cfg.max_k},
+    }

@@ -140,6 +140,7 @@ class MethodService(ABC):
             metric=embedder.metric,
             higher_is_better=embedder.metric == "cosine",
             index_size=len(replica.index),
+            **({"matching": len(allowed)} if allowed is not None else {}),
             index_kind=replica.last_search_kind,
             results=[
                 Hit(id=hit.id, score=round(hit.score, 6), rank=rank)

@@ -109,10 +109,11 @@ def base_env(redis_url: str, **overrides: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def service(redis_url, tmp_path_factory) -> Service:
-    """The system on an empty Redis database of its own, for one test module."""
+def service(request, redis_url, tmp_path_factory) -> Service:
+    """The system on an empty Redis database of its own, for one test module; a module's
+    SERVICE_ENV (a dict) adds settings to its environment."""
     log_dir = tmp_path_factory.mktemp("logs")
-    env = base_env(fresh_database(redis_url))
+    env = base_env(fresh_database(redis_url), **getattr(request.module, "SERVICE_ENV", {}))
     procs = Processes()
     port = free_port()
     with stopping(log_dir, procs):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from client.api import ApiClient
+from client.api import ApiClient, content_id
 from client.cli import index_folder
 from services.gateway.fusion_calibration import calibrate, load_queries
 
@@ -54,6 +54,28 @@ def test_search_command_prints_a_table_and_json(service, sample_images):
         [*run, "search", str(image), "--json"], capture_output=True, text=True, timeout=120
     )
     assert '"status": "done"' in as_json.stdout
+
+
+def test_search_by_a_catalogue_id_leaves_the_image_out_of_its_results(service, sample_images):
+    # Indexed by the first test of this module, labelled by its folder.
+    query_id = content_id(sample_images["Anjou"][0].read_bytes())
+    url = ["--url", service.base_url]
+    table = cli("search", "--id", query_id, "-k", "3", "--methods", "vgg16", *url)
+    assert table.returncode == 0, table.stderr
+    rows = [line.split() for line in table.stdout.splitlines()[3:6]]
+    assert [row[0] for row in rows] == ["1", "2", "3"]
+    assert query_id not in {row[3] for row in rows}, "the query is not its own result"
+    assert rows[0][2] == "Anjou", "its nearest other image is another photo of the same pear"
+
+    as_json = json.loads(cli("search", "--id", query_id, "--json", *url).stdout)
+    assert as_json["params"]["image_id"] == query_id
+    assert query_id not in [r["id"] for r in as_json["fused"]["results"]]
+
+    unknown = cli("search", "--id", "no-such-image", *url)
+    assert unknown.returncode == 1 and "Traceback" not in unknown.stderr
+    assert unknown.stderr.strip() == "error: 404: no image with id 'no-such-image' in the catalogue"
+    both = cli("search", str(sample_images["Anjou"][0]), "--id", query_id, *url)
+    assert both.returncode == 2 and "not both" in both.stderr
 
 
 def cli(*args: str, key: str | None = None) -> subprocess.CompletedProcess:

@@ -171,6 +171,25 @@ def test_real_responses_match_the_document(service, sample_images):
     assert job["methods"]["vgg16"]["results"][0]["id"] == query_id
     assert job["methods"]["autoencoder"]["reason"] == "not_trained"
     assert job["fused"]["results"][0]["id"] == query_id
+    # By a catalogue image's id: the same image is the query, and is left out of its results.
+    by_id = check(
+        requests.post(f"{service.api}/searches", data={"image_id": query_id, "k": "3"}, timeout=30),
+        "/searches",
+        "POST",
+    )
+    assert by_id.status_code == 202
+    service.wait(by_id.json()["job_id"])
+    job = get(f"/jobs/{by_id.json()['job_id']}", "/jobs/{job_id}").json()
+    vgg16 = job["methods"]["vgg16"]
+    assert query_id not in [r["id"] for r in vgg16["results"] + job["fused"]["results"]]
+    assert len(vgg16["results"]) == 3 and vgg16["total"] == len(chosen) - 1
+    assert job["params"]["image_id"] == query_id
+    unknown = check(
+        requests.post(f"{service.api}/searches", data={"image_id": "oa-none"}, timeout=30),
+        "/searches",
+        "POST",
+    )
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "image_not_found"
 
     assert get("/images", "/images", offset=1, limit=2).json()["total"] == len(chosen)
     assert get(f"/images/{query_id}", "/images/{image_id}").status_code == 200
