@@ -94,7 +94,8 @@ class ApiClient:
         data = {"k": str(k)} | ({"methods": methods} if methods else {})
         if image_id is not None:
             return self.request("POST", "/searches", data={**data, "image_id": image_id})
-        assert path is not None, "a search needs a file or an image id"
+        if path is None:
+            raise ValueError("a search needs a file or an image id")
         return self.request(
             "POST", "/searches", files={"file": (path.name, path.read_bytes())}, data=data
         )

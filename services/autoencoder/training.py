@@ -216,11 +216,11 @@ class _Trainer(keras.Model):
 
     def _objective(self, view1, view2, training):
         if self.options.contrastive_weight > 0:
-            # Both views in one encoder pass: larger matrix products, and batch statistics
-            # over both views.
-            f1, f2 = tf.split(self.encoder(tf.concat([view1, view2], 0), training=training), 2)
-            z1 = self.search_head(f1, training=training)
-            z2 = self.search_head(f2, training=training)
+            # Both views in one encoder and search-head pass: larger matrix products, and
+            # batch statistics over both views.
+            features = self.encoder(tf.concat([view1, view2], 0), training=training)
+            z1, z2 = tf.split(self.search_head(features, training=training), 2)
+            f1 = features[: tf.shape(view1)[0]]
             contrast = info_nce(z1, z2, self.options.temperature)
         else:
             f1 = self.encoder(view1, training=training)
