@@ -1,13 +1,15 @@
-"""Redis bytes per catalogue image, before and after the JPEGs moved to the blob store.
+"""Redis bytes per catalogue image, in the layouts of three releases.
 
 ``python -m bench.redis_bytes [--images 10000]`` (``make bench-redis-bytes``) stores that
-many images on a private redis-server, twice, and reports what Redis holds per image with
-both methods indexed:
+many images on a private redis-server, three times, and reports what Redis holds per image
+with both methods indexed:
 
 - **before**: the layout of the release before the blob store (canonical JPEG and
-  thumbnail in Redis beside the metadata, ``write_legacy_entry``);
-- **after**: the catalogue as it stores images now (``Catalogue.put``: metadata in Redis, the
-  JPEGs in a blob store in a temporary directory).
+  thumbnail in Redis beside the metadata, ``write_legacy_entry``; float32 vectors);
+- **float32**: the JPEGs in a blob store in a temporary directory, metadata in Redis
+  (``Catalogue.put``), vectors still bare float32 (the release before float16);
+- **after**: as the service stores images now: the blob store, and vectors as
+  ``vector_to_bytes`` encodes them (float16 and a tag byte).
 
 Both through the real index write script (``IndexStore.add_vectors``, in chunks of 64 as
 the index workers write) with synthetic vectors of the real sizes: vgg16 512 float32, the
@@ -37,12 +39,14 @@ from shared.blobs import FileBlobStore
 from shared.catalogue import Catalogue, ImageMeta
 from shared.images import CanonicalImage, canonicalize
 from shared.index_store import IndexStore
+from shared.runtime.vector_index import vector_to_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples" / "grocery-store" / "images"
 VGG16 = ("vgg16", "vgg16-imagenet-pool512", 512)
 CHUNK: Final = 64  # images per index task (INDEX_CHUNK_SIZE)
 LIMIT_PER_IMAGE: Final = 4096
+LAYOUTS: Final = ("before", "float32", "after")
 
 # Key families: what each Redis key of the catalogue and its indexes is part of.
 FAMILIES: Final = {
@@ -123,7 +127,8 @@ def store_images(client: redis.Redis, count: int, layout: str, blob_root: Path) 
         for method, version, dim in methods:
             rows = rng.normal(size=(len(ids), dim)).astype("<f4")
             rows /= np.linalg.norm(rows, axis=1, keepdims=True)
-            vectors = {i: row.tobytes() for i, row in zip(ids, rows, strict=True)}
+            encode = vector_to_bytes if layout == "after" else np.ndarray.tobytes
+            vectors = {i: encode(row) for i, row in zip(ids, rows, strict=True)}
             store.add_vectors(method, version, vectors, made_from=hashes)
 
 
@@ -149,8 +154,9 @@ def measure(count: int, layout: str) -> dict:
 def report(results: dict[str, dict]) -> str:
     names = sorted({n for r in results.values() for n in r["per_image_by_family"]})
     lines = [
-        "| bytes per image in Redis | before (JPEGs in Redis) | after (blob store) |",
-        "|---|---|---|",
+        "| bytes per image in Redis | JPEGs in Redis, float32 | blob store, float32 | "
+        "blob store, float16 (now) |",
+        "|---|---|---|---|",
         "| INFO memory used_memory growth | "
         + " | ".join(f"{r['used_memory_per_image']:,}" for r in results.values())
         + " |",
@@ -169,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench")
     args = parser.parse_args(argv)
-    results = {layout: measure(args.images, layout) for layout in ("before", "after")}
+    results = {layout: measure(args.images, layout) for layout in LAYOUTS}
     table = report(results)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "redis_bytes.json").write_text(json.dumps(results, indent=2))

@@ -35,7 +35,8 @@ Indexes (one per method and model version, so vectors of two models never mix):
     index:{method}:building          SET of model versions whose index is being filled
     index:{method}:retained          SET of finished versions kept complete (the active one and
                                      the one before it, for rollback): new images enter them all
-    index:{method}:{version}:vectors HASH image id -> float32 vector bytes
+    index:{method}:{version}:vectors HASH image id -> vector bytes (float16 and a tag byte;
+                                     bare float32 from earlier releases, still read)
     index:{method}:{version}:log     STREAM of ("add"|"del", id) changes; replicas replay it
     index:{method}:{version}:floor   id of the newest log entry trimmed away (replicas older
                                      than it reload the whole index)

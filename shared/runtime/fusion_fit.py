@@ -21,6 +21,7 @@ from shared.catalogue import Catalogue
 from shared.contracts import FusionWeights
 from shared.fusion import DEFAULT_CANDIDATES, MIN_LABELLED_IMAGES, RRF_K
 from shared.index_store import IndexStore
+from shared.runtime.vector_index import decode_vector
 
 SHARE_GRID: tuple[float, ...] = tuple(round(0.05 * n, 2) for n in range(21))
 QUERY_CHUNK = 256  # queries ranked per matrix product: bounded memory on a large catalogue
@@ -210,7 +211,7 @@ def fit_catalogue(catalogue: Catalogue, candidates: int = DEFAULT_CANDIDATES) ->
         )
 
     def matrix(method: str) -> np.ndarray:
-        return np.stack([np.frombuffer(vectors[method][i], dtype="<f4") for i in usable])
+        return np.stack([decode_vector(vectors[method][i]) for i in usable])
 
     measured = leave_one_out(
         matrix("vgg16"), matrix("autoencoder"), [labels[i] for i in usable], candidates=candidates

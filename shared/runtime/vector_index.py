@@ -22,7 +22,14 @@ from shared.index_store import IndexStore, LogState, parse_stream_id
 log = logging.getLogger(__name__)
 
 Metric = Literal["cosine", "euclidean"]
-VECTOR_DTYPE = np.dtype("<f4")
+# Vectors are stored in Redis as float16 followed by one tag byte: half the bytes of float32,
+# which keeps an image within 4 KB of Redis (README.md, "Redis bytes per image"), with the
+# same rankings in practice (python -m bench.vector_precision). The tag makes the length odd,
+# so a vector stored as bare float32 by an earlier release (a multiple of 4 bytes) is still
+# read, and told apart, without knowing its dimension. Replicas search float32 copies.
+STORED_DTYPE = np.dtype("<f2")
+FLOAT16_TAG = b"\x02"
+EARLIER_DTYPE = np.dtype("<f4")  # bare float32, untagged: releases before float16
 
 # HNSW parameters (usearch's names). Recall@10 and latency at 1M vectors: make bench.
 # Tuned on 1M clustered 512-d vectors: connectivity 16 reached recall@10 0.85-0.93 whatever
@@ -36,11 +43,24 @@ GRAPH_BUILD_THREADS = 2  # a build is a one-off burst; later additions use one t
 
 
 def vector_to_bytes(vector: np.ndarray) -> bytes:
-    return np.ascontiguousarray(vector, dtype=VECTOR_DTYPE).tobytes()
+    """A vector as Redis stores it: its float16 values, then the float16 tag."""
+    half = np.ascontiguousarray(vector, dtype=np.float32).astype(STORED_DTYPE)
+    if not np.isfinite(half).all():
+        raise ValueError("vector holds values float16 cannot store (NaN, infinite or > 65504)")
+    return half.tobytes() + FLOAT16_TAG
+
+
+def decode_vector(raw: bytes) -> np.ndarray:
+    """A stored vector as float32, whichever format stored it."""
+    if len(raw) % 2 == 1 and raw[-1:] == FLOAT16_TAG:
+        return np.frombuffer(raw, dtype=STORED_DTYPE, count=len(raw) // 2).astype(np.float32)
+    if len(raw) % EARLIER_DTYPE.itemsize == 0:
+        return np.frombuffer(raw, dtype=EARLIER_DTYPE)
+    raise ValueError(f"{len(raw)} bytes are not a stored vector")
 
 
 def vector_from_bytes(raw: bytes, dim: int) -> np.ndarray:
-    vector = np.frombuffer(raw, dtype=VECTOR_DTYPE)
+    vector = decode_vector(raw)
     if vector.shape != (dim,):
         raise ValueError(f"stored vector has {vector.size} values, the model makes {dim}")
     return vector

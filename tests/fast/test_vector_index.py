@@ -12,6 +12,8 @@ from shared.runtime.vector_index import (
     IndexReplica,
     VectorIndex,
     candidate_count,
+    decode_vector,
+    vector_from_bytes,
     vector_to_bytes,
 )
 from shared.settings import CommonSettings
@@ -56,6 +58,50 @@ def test_empty_index_and_k_larger_than_index():
     assert index.search(np.ones(3, np.float32), 5) == []
     index.upsert(["only"], np.array([[1, 0, 0]], np.float32))
     assert [h.id for h in index.search(np.ones(3, np.float32), 5)] == ["only"]
+
+
+def test_vectors_are_stored_as_float16_in_half_the_bytes():
+    vector = unit_rows(np.random.default_rng(1), 1, 512)[0]
+    stored = vector_to_bytes(vector)
+    assert len(stored) == 512 * 2 + 1  # float16 values and the tag byte
+    restored = vector_from_bytes(stored, 512)
+    assert restored.dtype == np.float32
+    # float16 keeps 11 significant bits: each value within half a unit in the last place.
+    assert np.allclose(restored, vector, rtol=2**-11, atol=2**-24)
+    assert vector_to_bytes(restored) == stored  # storing a stored vector again changes nothing
+
+
+def test_vectors_stored_as_float32_by_an_earlier_release_are_still_read():
+    vector = unit_rows(np.random.default_rng(2), 1, 128)[0]
+    earlier = vector.astype("<f4").tobytes()
+    assert np.array_equal(vector_from_bytes(earlier, 128), vector)
+    # A float32 vector of 128 values and a float16 one of 256 both hold 512 bytes of
+    # values; the tag tells them apart without knowing the dimension.
+    assert decode_vector(earlier).size == 128
+    assert decode_vector(vector_to_bytes(np.zeros(256))).size == 256
+    with pytest.raises(ValueError, match="model makes 64"):
+        vector_from_bytes(earlier, 64)
+    with pytest.raises(ValueError, match="not a stored vector"):
+        decode_vector(b"\x00" * 7)
+
+
+def test_a_vector_float16_cannot_hold_is_refused_not_stored_as_infinity():
+    with pytest.raises(ValueError, match="float16 cannot store"):
+        vector_to_bytes(np.array([1.0, 70_000.0]))
+    with pytest.raises(ValueError, match="float16 cannot store"):
+        vector_to_bytes(np.array([np.nan, 0.0]))
+
+
+def test_a_replica_serves_an_index_of_float32_and_float16_vectors(redis_client):
+    """An index filled before the upgrade and added to after it holds both encodings."""
+    store = IndexStore(redis_client)
+    add_catalogue_entries(redis_client, ["old", "new"])
+    replica = IndexReplica(store, "vgg16", "v1", 2, "cosine")
+    store.add_vectors("vgg16", "v1", {"old": np.array([1, 0], "<f4").tobytes()})
+    store.add_vectors("vgg16", "v1", {"new": vector_to_bytes(np.array([0.6, 0.8]))})
+    hits = replica.search(np.array([0, 1], np.float32), 5)
+    assert [h.id for h in hits] == ["new", "old"]
+    assert hits[0].score == pytest.approx(0.8, abs=1e-3)
 
 
 def add_catalogue_entries(client, ids, colour_offset=0):
@@ -301,7 +347,8 @@ def filtered_replica(redis_client, n, graph: bool):
     ids = [f"f{i}" for i in range(n)]
     add_catalogue_entries(redis_client, ids)
     store = IndexStore(redis_client)
-    vectors = clustered_rows(rng, n, 16, clusters=20)
+    # As the index stores them (float16), so that brute force ranks exactly what it holds.
+    vectors = as_stored(clustered_rows(rng, n, 16, clusters=20))
     store.add_vectors(
         "vgg16", "v1", {i: vector_to_bytes(v) for i, v in zip(ids, vectors, strict=True)}
     )
@@ -312,6 +359,10 @@ def filtered_replica(redis_client, n, graph: bool):
     if graph:
         assert replica.wait_for_graph(60) and replica.graph is not None
     return replica, ids, vectors
+
+
+def as_stored(rows: np.ndarray) -> np.ndarray:
+    return np.stack([decode_vector(vector_to_bytes(row)) for row in rows])
 
 
 def brute_force(vectors, ids, query, allowed, k):

@@ -41,10 +41,5 @@ def test_the_service_stores_what_the_bench_measures(per_image):
     assert per_image["service"] == pytest.approx(per_image["bench"], rel=0.1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not met yet: the two float32 vectors alone take 3,360 bytes (jemalloc rounds a "
-    "2,054-byte allocation to 2,560); README.md, 'Redis bytes per image'",
-)
 def test_an_image_takes_at_most_4_kb_of_redis(per_image):
     assert per_image["service"] <= LIMIT_PER_IMAGE

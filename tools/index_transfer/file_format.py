@@ -25,9 +25,10 @@ from shared import names
 from shared.catalogue import ImageMeta
 from shared.images import ImageRejected, validate_image_id
 from shared.model_store import MODEL_ARTIFACTS, ModelFile
-from shared.runtime.vector_index import VECTOR_DTYPE
 
 FORMAT: Final = "imgsearch-index/1"
+# Files keep float32 vectors whatever Redis stores (float16 today): the format is a promise.
+FILE_VECTOR_DTYPE: Final = np.dtype("<f4")
 # What each method's scores mean (the embedders say the same; importing the autoencoder's
 # would load Keras).
 METRICS: Final = {"vgg16": "cosine", "autoencoder": "euclidean"}
@@ -104,7 +105,7 @@ def to_arrays(index: IndexFile) -> dict[str, np.ndarray]:
         "metric": np.array(index.metric),
         "dim": np.array(index.dim, dtype=np.int64),
         "ids": np.array(index.ids, dtype=str),
-        "vectors": np.ascontiguousarray(index.vectors, dtype=VECTOR_DTYPE),
+        "vectors": np.ascontiguousarray(index.vectors, dtype=FILE_VECTOR_DTYPE),
         "content_hashes": np.array([e.meta.content_hash for e in index.images], dtype=str),
         "image_meta": np.array([e.meta.portable_json() for e in index.images], dtype=str),
         "image_bytes": image_bytes,

@@ -16,7 +16,7 @@ from shared.blobs import BlobMissing
 from shared.catalogue import Catalogue, ImageMeta
 from shared.index_store import IndexStore
 from shared.model_store import ModelStore
-from shared.runtime.vector_index import VECTOR_DTYPE, vector_from_bytes, vector_to_bytes
+from shared.runtime.vector_index import decode_vector, vector_from_bytes, vector_to_bytes
 from tools.index_transfer.file_format import (
     METRICS,
     ImageEntry,
@@ -53,7 +53,7 @@ def export_index(
     dim: int | None = None
     for chunk in _batches((image_id for image_id, _ in store.scan_vectors(method, version)), batch):
         for entry, raw in _read_entries(catalogue, method, version, chunk):
-            dim = dim or len(raw) // VECTOR_DTYPE.itemsize
+            dim = dim or decode_vector(raw).size
             try:
                 vectors.append(vector_from_bytes(raw, dim))
             except ValueError as err:
@@ -205,7 +205,7 @@ def _check_target(client: redis.Redis, store: IndexStore, index: IndexFile) -> N
             "vectors of another layer cannot answer its queries"
         )
     sample = client.hrandfield(keys.index_vectors(method, version), 1, withvalues=True)
-    if sample and len(sample[1]) != index.dim * VECTOR_DTYPE.itemsize:
+    if sample and decode_vector(sample[1]).size != index.dim:
         raise TransferRefused(f"the {method} index {version} here holds vectors of another size")
     if index.model is not None:
         stored = ModelStore(client).blob(method, version)
