@@ -26,7 +26,8 @@ def make_celery(settings: CommonSettings, main: str) -> Celery:
         accept_content=["json"],
         result_accept_content=["json"],
         # Every queue is declared; a typo in a route fails instead of creating a dead queue.
-        task_queues=[Queue(q) for q in names.all_queues()],
+        # Shard search tasks name their queue when sent (it depends on the shard): no route.
+        task_queues=[Queue(q) for q in names.all_queues(settings.index_shards)],
         task_create_missing_queues=False,
         task_routes=task_routes(),
         # "running" is a status clients see, so workers report when they start a task.

@@ -452,6 +452,18 @@ class SearchTask(TaskPayload):
         return args if self.filter else args[:3]
 
 
+class SearchShardTask(TaskPayload):
+    """``{method}.search_shard``: search one index shard with a query vector that another
+    worker embedded with ``model_version`` and stored under ``vector_key``; return k hits
+    (only images whose metadata matches ``filter``, when given)."""
+
+    vector_key: str
+    shard: int = Field(ge=0)
+    k: int = Field(ge=1)
+    model_version: str
+    filter: dict[str, FilterValue] | None = None
+
+
 class EmbedBatchTask(TaskPayload):
     """``{method}.embed_batch``: embed these catalogue images into every index to fill."""
 
@@ -499,6 +511,44 @@ class NotReady(WorkerResult):
     message: str | None = None
 
 
+class ShardSearched(BaseModel):
+    """One index shard's part of a search (INDEX_SHARDS > 1)."""
+
+    shard: int
+    worker: str | None = None
+    index_size: int
+    index_kind: Literal["exact", "hnsw"]
+    search_ms: float
+
+
+class ShardTask(BaseModel):
+    shard: int
+    task_id: str
+
+
+class ShardFanOut(BaseModel):
+    """The shards a search's worker does not serve, searched by other workers with its
+    query vector: the gateway merges their top k into this result's."""
+
+    k: int = Field(ge=1)
+    index_shards: int = Field(ge=2)
+    tasks: list[ShardTask]
+
+
+class ShardSearchResult(WorkerResult):
+    """One shard's answer to a ``{method}.search_shard`` task (exact scores, not rounded:
+    the gateway merges them by score)."""
+
+    method: names.Method
+    shard: int
+    worker: str | None = None
+    model_version: str
+    index_size: int
+    index_kind: Literal["exact", "hnsw"]
+    results: list[Hit] = Field(default_factory=list)
+    search_ms: float
+
+
 class SearchResult(NotReady):
     """A method's answer to one search."""
 
@@ -514,6 +564,14 @@ class SearchResult(NotReady):
     )
     index_kind: Literal["exact", "hnsw"] | None = None
     timings_ms: SearchTimings | None = None
+    shards: list[ShardSearched] | None = Field(
+        default=None,
+        description="With INDEX_SHARDS > 1: each index shard searched (all of them, with "
+        "the one query vector), by which worker.",
+    )
+    shard_fan_out: ShardFanOut | None = Field(
+        default=None, description="Between the workers and the gateway only (merged away)."
+    )
 
 
 class IndexCounts(BaseModel):
@@ -779,6 +837,11 @@ class MethodOutcome(BaseModel):
     )
     parts: int | None = Field(default=None, description="Indexing tasks of a large upload.")
     parts_done: int | None = None
+    shards: list[ShardSearched] | None = Field(
+        default=None,
+        description="Searches with INDEX_SHARDS > 1: each index shard searched with the one "
+        "query vector (results are the merged top k of all of them), by which worker.",
+    )
 
 
 class FusedResults(BaseModel):

@@ -18,7 +18,7 @@ def worker_is_healthy(settings: CommonSettings) -> bool:
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=3, socket_connect_timeout=3)
     host = socket.gethostname()
     cutoff = time.time() - keys.WORKER_STALE_SECONDS
-    for queue in names.all_queues():
+    for queue in names.all_queues(settings.index_shards):
         for worker in client.zrangebyscore(keys.workers(queue), cutoff, "+inf"):
             if worker.decode().endswith(f"@{host}"):
                 return True

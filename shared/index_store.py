@@ -13,6 +13,11 @@ as soon as the task that made it reports done. Writes are Lua scripts, atomic in
 The log is trimmed to a bounded length; the id of the newest trimmed entry is kept as the
 log's floor, and a replica that last read an entry older than the floor reloads everything.
 
+An index may be split into shards (INDEX_SHARDS, shared/shards.py): each shard is an index
+of its own as described here (hash, log, floor, epoch, under its own key prefix), and this
+store routes each image to its shard, so a write, ``missing``, ``size`` and the scans see
+the whole index; replicas, which follow a log, name the shard they follow.
+
 Each index also has an epoch: a random id the first write sets, in the same script, so an
 index and its epoch exist together. Redis that restarted empty, was flushed, or was given
 another data set has no epoch or another one (or a log that ends before what a replica
@@ -27,6 +32,7 @@ from typing import NamedTuple
 import redis
 
 from shared import keys
+from shared.shards import group_by_shard, shard_of
 
 # Entries kept in a change log before trimming; a replica that falls further behind than
 # this reloads its whole index (cheap next to what it would replay).
@@ -109,12 +115,20 @@ def parse_stream_id(entry_id: str) -> tuple[int, int]:
 
 
 class IndexStore:
-    """Redis operations on the vector indexes of one Redis database."""
+    """Redis operations on the vector indexes of one Redis database, split into ``shards``."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, shards: int = 1) -> None:
         self.redis = client
+        self.shards = shards
         self._add_vectors = client.register_script(_ADD_VECTORS)
         self._forget_image = client.register_script(_FORGET_IMAGE)
+
+    def vectors_key(self, method: str, version: str, shard: int) -> str:
+        return keys.index_vectors(method, version, shard, self.shards)
+
+    def by_shard(self, image_ids: list[str]) -> dict[int, list[str]]:
+        """The given ids grouped by the shard that holds them."""
+        return group_by_shard(image_ids, self.shards)
 
     # Writes
     def add_vectors(
@@ -127,64 +141,113 @@ class IndexStore:
         """Store vectors of images still in the catalogue; returns how many were stored.
 
         ``made_from`` maps ids to the content hash of the picture embedded: a vector is then
-        stored only if the catalogue still holds that picture under its id.
+        stored only if the catalogue still holds that picture under its id. One script per
+        shard: each is atomic, and a vector is in one shard only, so nothing is lost by it.
         """
-        if not vectors:
-            return 0
-        ids = list(vectors)
+        return sum(
+            self._add_to_shard(method, version, shard, ids, vectors, made_from or {})
+            for shard, ids in self.by_shard(list(vectors)).items()
+        )
+
+    def _add_to_shard(
+        self,
+        method: str,
+        version: str,
+        shard: int,
+        ids: list[str],
+        vectors: dict[str, bytes],
+        made_from: dict[str, str],
+    ) -> int:
         script_keys = [
             keys.INDEX_REGISTRY,
-            keys.index_vectors(method, version),
-            keys.index_log(method, version),
-            keys.index_floor(method, version),
-            keys.index_epoch(method, version),
+            keys.index_vectors(method, version, shard, self.shards),
+            keys.index_log(method, version, shard, self.shards),
+            keys.index_floor(method, version, shard, self.shards),
+            keys.index_epoch(method, version, shard, self.shards),
             *(keys.catalogue_meta(image_id) for image_id in ids),
         ]
         args: list[str | bytes | int] = [
-            keys.index_prefix(method, version),
+            keys.index_prefix(method, version, shard, self.shards),
             LOG_MAX_ENTRIES,
             _LOG_TRIM_SLACK,
             uuid.uuid4().hex,
         ]
         for image_id in ids:
-            args += [image_id, vectors[image_id], (made_from or {}).get(image_id, "")]
+            args += [image_id, vectors[image_id], made_from.get(image_id, "")]
         return int(self._add_vectors(keys=script_keys, args=args))
 
     def forget_image(self, image_id: str, pipe: redis.client.Pipeline | None = None) -> None:
         """Remove an image's vectors from every index (queued on ``pipe`` when given)."""
         self._forget_image(keys=[keys.INDEX_REGISTRY], args=[image_id], client=pipe)
 
-    # Reads
+    # Reads (of the whole index, every shard)
     def missing(self, method: str, version: str, image_ids: list[str]) -> list[str]:
         """The ids that have no vector yet in this index (so work is never done twice)."""
         if not image_ids:
             return []
         pipe = self.redis.pipeline(transaction=False)
         for image_id in image_ids:
-            pipe.hexists(keys.index_vectors(method, version), image_id)
+            shard = shard_of(image_id, self.shards)
+            pipe.hexists(self.vectors_key(method, version, shard), image_id)
         return [i for i, present in zip(image_ids, pipe.execute(), strict=True) if not present]
 
     def size(self, method: str, version: str) -> int:
-        return int(self.redis.hlen(keys.index_vectors(method, version)))
+        """Vectors in the index: the sum over its shards."""
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in range(self.shards):
+            pipe.hlen(self.vectors_key(method, version, shard))
+        return sum(int(count) for count in pipe.execute())
 
     def get_vectors(self, method: str, version: str, image_ids: list[str]) -> list[bytes | None]:
+        """Each id's vector bytes (None: absent), in the order given, from its shard."""
         if not image_ids:
             return []
-        return self.redis.hmget(keys.index_vectors(method, version), image_ids)
+        pipe = self.redis.pipeline(transaction=False)
+        self.queue_get_vectors(pipe, method, version, image_ids)
+        return self.gathered_vectors(image_ids, pipe.execute())
 
-    def scan_vectors(self, method: str, version: str, batch: int = 5_000):
-        """Yield (id, vector bytes) for the whole index, in chunks that never block Redis."""
-        for image_id, vector in self.redis.hscan_iter(
-            keys.index_vectors(method, version), count=batch
-        ):
-            yield image_id.decode(), vector
+    def queue_get_vectors(
+        self, pipe: redis.client.Pipeline, method: str, version: str, image_ids: list[str]
+    ) -> None:
+        """Queue on ``pipe`` the reads of get_vectors (one HMGET per shard); its replies,
+        in order, are what ``gathered_vectors`` takes (to read them in a transaction)."""
+        for shard, ids in self.by_shard(image_ids).items():
+            pipe.hmget(self.vectors_key(method, version, shard), ids)
 
-    def log_state(self, method: str, version: str) -> LogState:
-        """Epoch, floor and newest log entry of an index, in one round trip."""
+    def gathered_vectors(self, image_ids: list[str], replies: list) -> list[bytes | None]:
+        """The vectors of ``image_ids`` from the replies to queue_get_vectors' reads."""
+        found: dict[str, bytes | None] = {}
+        for ids, vectors in zip(self.by_shard(image_ids).values(), replies, strict=True):
+            found.update(zip(ids, vectors, strict=True))
+        return [found[image_id] for image_id in image_ids]
+
+    def scan_vectors(self, method: str, version: str, shard: int | None = None, batch: int = 5_000):
+        """Yield (id, vector bytes) for the whole index (or one shard), in chunks that never
+        block Redis."""
+        shards = range(self.shards) if shard is None else [shard]
+        for each in shards:
+            for image_id, vector in self.redis.hscan_iter(
+                self.vectors_key(method, version, each), count=batch
+            ):
+                yield image_id.decode(), vector
+
+    def sample_vector(self, method: str, version: str) -> bytes | None:
+        """Any one vector of the index (to check its size), or None when it is empty."""
+        for shard in range(self.shards):
+            sample = self.redis.hrandfield(
+                self.vectors_key(method, version, shard), 1, withvalues=True
+            )
+            if sample:
+                return sample[1]
+        return None
+
+    # Reads of one shard: what a replica of it follows
+    def log_state(self, method: str, version: str, shard: int = 0) -> LogState:
+        """Epoch, floor and newest log entry of an index shard, in one round trip."""
         pipe = self.redis.pipeline(transaction=True)
-        pipe.get(keys.index_epoch(method, version))
-        pipe.get(keys.index_floor(method, version))
-        pipe.xrevrange(keys.index_log(method, version), count=1)
+        pipe.get(keys.index_epoch(method, version, shard, self.shards))
+        pipe.get(keys.index_floor(method, version, shard, self.shards))
+        pipe.xrevrange(keys.index_log(method, version, shard, self.shards), count=1)
         epoch, floor, newest = pipe.execute()
         return LogState(
             epoch.decode() if epoch else None,
@@ -193,9 +256,11 @@ class IndexStore:
         )
 
     def read_log(
-        self, method: str, version: str, after: str, count: int = 10_000
+        self, method: str, version: str, after: str, count: int = 10_000, shard: int = 0
     ) -> list[LogEntry]:
-        entries = self.redis.xrange(keys.index_log(method, version), min=f"({after}", count=count)
+        entries = self.redis.xrange(
+            keys.index_log(method, version, shard, self.shards), min=f"({after}", count=count
+        )
         return [
             LogEntry(entry_id.decode(), fields[b"op"].decode(), fields[b"id"].decode())
             for entry_id, fields in entries

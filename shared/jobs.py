@@ -58,6 +58,11 @@ def task_id(job_id: str, method: str, part: int = 0) -> str:
     return f"{job_id}-{method}-{part}"
 
 
+def shard_task_id(job_id: str, method: str, shard: int) -> str:
+    """The search_shard task of one index shard of a search (sent by the embedding worker)."""
+    return f"{job_id}-{method}-shard-{shard}"
+
+
 @dataclass(frozen=True)
 class JobRecord:
     id: str

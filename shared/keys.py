@@ -25,6 +25,9 @@ Jobs and uploads:
                                      search's is cut again if one of its candidates left the
                                      catalogue), with the merged results to cut it from
     query:{job_id}                   canonical JPEG of a query image (expires)
+    query:{job_id}:{method}:vector   the query's vector (vector_to_bytes), stored by the worker
+                                     that embedded it for the workers of the shards it does
+                                     not serve ({method}.search_shard; expires)
     staged:{job_id}                  HASH of an upload's canonical JPEGs for its index tasks
                                      ("jpeg:{id}", "hash:{id}": the upload's content hash),
                                      so index workers need no blob store; "pending" counts the
@@ -35,17 +38,23 @@ Indexes (one per method and model version, so vectors of two models never mix):
     index:{method}:building          SET of model versions whose index is being filled
     index:{method}:retained          SET of finished versions kept complete (the active one and
                                      the one before it, for rollback): new images enter them all
-    index:{method}:{version}:vectors HASH image id -> vector bytes (float16 and a tag byte;
+    {prefix}:vectors                 HASH image id -> vector bytes (float16 and a tag byte;
                                      bare float32 from earlier releases, still read)
-    index:{method}:{version}:log     STREAM of ("add"|"del", id) changes; replicas replay it
-    index:{method}:{version}:floor   id of the newest log entry trimmed away (replicas older
+    {prefix}:log                     STREAM of ("add"|"del", id) changes; replicas replay it
+    {prefix}:floor                   id of the newest log entry trimmed away (replicas older
                                      than it reload the whole index)
-    index:{method}:{version}:epoch   random id set with the index's first vector: a replica
+    {prefix}:epoch                   random id set with the index's first vector: a replica
                                      that finds it changed or gone (Redis lost or replaced its
                                      data) reloads the whole index
-    index:registry                   SET of index prefixes "index:{method}:{version}" for every
-                                     index that exists (the Lua scripts in shared/index_store.py
-                                     append ":vectors"/":log"/":floor"/":epoch" to them)
+                                     ({prefix}: one index shard's, index_prefix() below:
+                                     "index:{method}:{version}" with INDEX_SHARDS=1, the keys
+                                     from before shards, so no migration; else shard k of S,
+                                     "index:{method}:{version}:shard-{k}-of-{S}", S in the key
+                                     so that another layout can be built beside it. Which
+                                     image is in which shard: shared/shards.py)
+    index:registry                   SET of the prefixes of every index shard that exists (the
+                                     Lua scripts in shared/index_store.py append ":vectors"/
+                                     ":log"/":floor"/":epoch" to them)
 Models:
     model:{method}:{version}         the model file (Keras' own .keras format, never pickle)
     model:{method}:{version}:meta    JSON model description (size, losses, dates)
@@ -126,6 +135,10 @@ def query_image(job_id: str) -> str:
     return f"query:{job_id}"
 
 
+def query_vector(job_id: str, method: str) -> str:
+    return f"query:{job_id}:{method}:vector"
+
+
 def staged_images(job_id: str) -> str:
     return f"staged:{job_id}"
 
@@ -142,24 +155,26 @@ def retained_versions(method: str) -> str:
     return f"index:{method}:retained"
 
 
-def index_prefix(method: str, version: str) -> str:
-    return f"index:{method}:{version}"
+def index_prefix(method: str, version: str, shard: int = 0, shards: int = 1) -> str:
+    """The prefix of shard ``shard`` of ``shards``; one shard keeps the unsharded keys."""
+    prefix = f"index:{method}:{version}"
+    return prefix if shards == 1 else f"{prefix}:shard-{shard}-of-{shards}"
 
 
-def index_vectors(method: str, version: str) -> str:
-    return f"{index_prefix(method, version)}:vectors"
+def index_vectors(method: str, version: str, shard: int = 0, shards: int = 1) -> str:
+    return f"{index_prefix(method, version, shard, shards)}:vectors"
 
 
-def index_log(method: str, version: str) -> str:
-    return f"{index_prefix(method, version)}:log"
+def index_log(method: str, version: str, shard: int = 0, shards: int = 1) -> str:
+    return f"{index_prefix(method, version, shard, shards)}:log"
 
 
-def index_floor(method: str, version: str) -> str:
-    return f"{index_prefix(method, version)}:floor"
+def index_floor(method: str, version: str, shard: int = 0, shards: int = 1) -> str:
+    return f"{index_prefix(method, version, shard, shards)}:floor"
 
 
-def index_epoch(method: str, version: str) -> str:
-    return f"{index_prefix(method, version)}:epoch"
+def index_epoch(method: str, version: str, shard: int = 0, shards: int = 1) -> str:
+    return f"{index_prefix(method, version, shard, shards)}:epoch"
 
 
 def model_blob(method: str, version: str) -> str:

@@ -28,8 +28,23 @@ def queue_name(method: Method, role: str) -> str:
     return f"{method}.{role}"
 
 
-def all_queues() -> list[str]:
-    return [queue_name(m, r) for m in METHODS for r in QUEUE_ROLES[m]]
+def shard_search_queue(method: Method, shard: int) -> str:
+    """The queue of searches of one index shard with a vector embedded elsewhere, e.g.
+    ``vgg16.search.shard-1``; consumed by the workers that serve that shard."""
+    return f"{queue_name(method, SEARCH)}.shard-{shard}"
+
+
+def shard_search_queues(index_shards: int) -> list[str]:
+    """Every shard search queue (none with one shard: each search worker searches it all)."""
+    if index_shards == 1:
+        return []
+    return [shard_search_queue(m, k) for m in METHODS for k in range(index_shards)]
+
+
+def all_queues(index_shards: int = 1) -> list[str]:
+    """Every queue of a deployment with INDEX_SHARDS = ``index_shards``."""
+    roles = [queue_name(m, r) for m in METHODS for r in QUEUE_ROLES[m]]
+    return roles + shard_search_queues(index_shards)
 
 
 # Task names, "<method>.<verb>", spelled out so that grepping a name finds its definition.
@@ -40,10 +55,18 @@ VGG16_EMBED_BATCH: Final = "vgg16.embed_batch"
 AUTOENCODER_SEARCH: Final = "autoencoder.search"
 AUTOENCODER_EMBED_BATCH: Final = "autoencoder.embed_batch"
 AUTOENCODER_TRAIN: Final = "autoencoder.train"
+# One shard's search with a vector another worker embedded (SearchShardTask ->
+# ShardSearchResult); sent by that worker to shard_search_queue(method, shard).
+VGG16_SEARCH_SHARD: Final = "vgg16.search_shard"
+AUTOENCODER_SEARCH_SHARD: Final = "autoencoder.search_shard"
 
 SEARCH_TASKS: Final[dict[Method, str]] = {
     "vgg16": VGG16_SEARCH,
     "autoencoder": AUTOENCODER_SEARCH,
+}
+SEARCH_SHARD_TASKS: Final[dict[Method, str]] = {
+    "vgg16": VGG16_SEARCH_SHARD,
+    "autoencoder": AUTOENCODER_SEARCH_SHARD,
 }
 EMBED_BATCH_TASKS: Final[dict[Method, str]] = {
     "vgg16": VGG16_EMBED_BATCH,

@@ -6,11 +6,11 @@ they are documented promises to users; see the settings table in README.md.
 """
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import redis
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = frozenset(
     {"", "changeme", "change-me", "change_me", "secret", "password", "apikey"}
@@ -51,6 +51,11 @@ class CommonSettings(BaseSettings):
     # "Searches under load").
     search_batch_wait_ms: float = Field(default=5.0, ge=0, le=1000)
 
+    # Shards each method's index is split into, by a hash of the image id (shared/shards.py,
+    # README.md, "Sharded indexes"). The gateway and every worker must be given the same:
+    # the number is part of the index keys, so two numbers never mix, they miss each other.
+    index_shards: int = Field(default=1, ge=1, le=1024)
+
     # Where the catalogue's JPEGs are kept (shared/blobs.py): the gateway writes and serves
     # them, the autoencoder trainer reads them; search and index workers need it only when an
     # upload's staged copy has expired (README.md, "Several machines").
@@ -61,6 +66,43 @@ class CommonSettings(BaseSettings):
         if self.environment == "production" and ":changeme@" in self.redis_url:
             raise ValueError("REDIS_URL carries a placeholder password; set a real one")
         return self
+
+
+class WorkerSettings(CommonSettings):
+    # The index shards this worker's searches serve (comma-separated numbers below
+    # INDEX_SHARDS; empty = all). A search embeds its query once and asks the workers of the
+    # other shards ({method}.search.shard-{k} queues) to search them with its vector.
+    # NoDecode: pydantic-settings would read a list from the environment as JSON, not "0,1".
+    shards: Annotated[tuple[int, ...], NoDecode] = ()
+
+    @field_validator("shards", mode="before")
+    @classmethod
+    def _comma_separated(cls, raw: object) -> object:
+        if not isinstance(raw, str):
+            return raw
+        try:
+            return tuple(int(part) for part in raw.split(",") if part.strip())
+        except ValueError:
+            raise ValueError(
+                f"SHARDS must be comma-separated shard numbers such as 0,2; got {raw!r}"
+            ) from None
+
+    @model_validator(mode="after")
+    def _shards_exist(self) -> "WorkerSettings":
+        outside = sorted({s for s in self.shards if not 0 <= s < self.index_shards})
+        if outside:
+            raise ValueError(
+                f"SHARDS names {outside}, but INDEX_SHARDS={self.index_shards} has shards 0 "
+                f"to {self.index_shards - 1}"
+            )
+        if len(set(self.shards)) != len(self.shards):
+            raise ValueError(f"SHARDS names a shard twice: {list(self.shards)}")
+        return self
+
+    @property
+    def served_shards(self) -> list[int]:
+        """The shards this worker searches itself, in order (every one when SHARDS is unset)."""
+        return sorted(self.shards) if self.shards else list(range(self.index_shards))
 
 
 def redis_client(settings: CommonSettings) -> redis.Redis:

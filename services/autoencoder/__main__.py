@@ -4,6 +4,6 @@ import sys
 
 from shared.runtime.worker import run_worker
 
-from .worker import app
+from .worker import app, settings
 
-run_worker(app, "autoencoder", sys.argv[1:] or None)
+run_worker(app, "autoencoder", settings, sys.argv[1:] or None)

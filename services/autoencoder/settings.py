@@ -8,10 +8,10 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from shared.settings import CommonSettings
+from shared.settings import WorkerSettings
 
 
-class AutoencoderSettings(CommonSettings):
+class AutoencoderSettings(WorkerSettings):
     # Side of the square image the network reads (a multiple of 16: four stride-2 stages).
     # Training is bounded by time, and 48 gives more epochs in it than 64: 0.324 vs 0.312
     # P@1 in 9 minutes on 2 shared cores (tools/autoencoder_research.py). Colour and coarse

@@ -88,6 +88,12 @@ class AutoencoderService(MethodService):
                 log.info("model unloaded", extra={"version": dropped})
         return embedder
 
+    def embedder_of(self, version: str) -> Embedder | None:
+        try:
+            return self.embedder(version)
+        except LookupError:
+            return None
+
     def search_embedder(self) -> Embedder | None:
         active = self.store.versions(METHOD).active
         return self.embedder(active) if active else None
@@ -235,11 +241,7 @@ class AutoencoderService(MethodService):
         if active is None:
             return Activation(activated=True, reason="the first version: there was none to compare")
         current = self.embedder(active)
-        indexes = {}
-        for embedder in (new, current):
-            replica = self.replica(embedder)
-            replica.sync()
-            indexes[embedder.version] = replica.index
+        indexes = {embedder.version: self.whole_index(embedder) for embedder in (new, current)}
         ids = self.catalogue.ids()
         indexed = {i for i in ids if all(i in index for index in indexes.values())}
         labels = {
@@ -308,7 +310,7 @@ class AutoencoderService(MethodService):
         """Fit the fused list's weights to the catalogue's labels and store them."""
         from shared.runtime.fusion_fit import fit_catalogue
 
-        fit = fit_catalogue(self.catalogue, candidates)
+        fit = fit_catalogue(self.catalogue, candidates, self.store)
         store_fit(self.redis, fit)
         log.info(
             "fusion fitted",

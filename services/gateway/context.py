@@ -5,6 +5,7 @@ from celery import Celery
 from flask import current_app
 
 from shared.catalogue import Catalogue
+from shared.index_store import IndexStore
 
 from .settings import GatewaySettings
 
@@ -23,3 +24,8 @@ def catalogue() -> Catalogue:
 
 def celery() -> Celery:
     return current_app.extensions["celery"]
+
+
+def index_store() -> IndexStore:
+    """The vector indexes, split into the INDEX_SHARDS shards the workers write."""
+    return IndexStore(redis_client(), settings().index_shards)

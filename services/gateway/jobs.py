@@ -3,9 +3,10 @@
 A search, an upload's indexing and a training are each a job record in Redis (shared/jobs.py)
 plus tasks named in shared/names.py, whose arguments and results are the models of
 shared/contracts.py. A job's view merges its tasks' results (validated against the result
-models), the parts of a large upload, and for a search the fused list (results.py). Once
-every part is final the view is stored beside the record and returned as is afterwards
-(a search's is cut again only if one of its images left the catalogue since).
+models), the parts of a large upload, the index shards other workers searched (a sharded
+index: the top k of every shard merged into the method's), and for a search the fused list
+(results.py). Once every part is final the view is stored beside the record and returned as
+is afterwards (a search's is cut again only if one of its images left the catalogue since).
 """
 
 import copy
@@ -26,8 +27,11 @@ from shared.contracts import (
     JobPoll,
     SearchRequest,
     SearchTask,
+    ShardSearched,
+    ShardSearchResult,
     TaskPayload,
     TrainTaskPayload,
+    WorkerResult,
 )
 from shared.fusion import stored_fit, weights_in_use
 from shared.images import CanonicalImage
@@ -37,9 +41,11 @@ from shared.jobs import (
     JobRecord,
     new_job_id,
     overall_status,
+    shard_task_id,
     status_from_celery,
     timed_out,
 )
+from shared.shards import merge_top_k
 
 from .catalogue import image_links
 from .context import catalogue, celery, redis_client, settings
@@ -197,6 +203,9 @@ def _task_records(job: JobRecord) -> list[bytes | None]:
     """The raw result records of a job's tasks: one MGET, to see whether anything changed."""
     backend = celery().backend
     ids = [tid for method in job.methods for tid in job.task_ids(method)]
+    shards = settings().index_shards
+    if job.kind == "search" and shards > 1:  # and the shard searches its workers may send
+        ids += [shard_task_id(job.id, m, k) for m in job.methods for k in range(shards)]
     return redis_client().mget([backend.get_key_for_task(tid) for tid in ids])
 
 
@@ -244,6 +253,8 @@ def _build_view(job: JobRecord) -> dict[str, Any]:
     for method in job.methods:
         parts = [_task_outcome(AsyncResult(tid, app=app), job, now) for tid in job.task_ids(method)]
         methods[method] = merge_parts(parts)
+        if job.kind == "search":
+            methods[method] = with_other_shards(method, methods[method], job, now)
     if job.kind == "train":
         _fail_if_trainer_died(job, methods["autoencoder"])
     status = overall_status([m["status"] for m in methods.values()])
@@ -262,7 +273,12 @@ def _build_view(job: JobRecord) -> dict[str, Any]:
     return view
 
 
-def _task_outcome(task: AsyncResult, job: JobRecord, now: float) -> dict[str, Any]:
+def _task_outcome(
+    task: AsyncResult,
+    job: JobRecord,
+    now: float,
+    result_model: type[WorkerResult] | None = None,
+) -> dict[str, Any]:
     state = task.state
     status = status_from_celery(state)
     if job.deadline is not None and now >= job.deadline:
@@ -273,7 +289,7 @@ def _task_outcome(task: AsyncResult, job: JobRecord, now: float) -> dict[str, An
             return job.timeout_outcome()
     outcome: dict[str, Any] = {"status": status}
     if status == "done" and isinstance(task.result, dict):
-        outcome.update(checked_result(job.kind, task.result))
+        outcome.update(checked_result(job.kind, task.result, result_model))
     elif status == "failed":
         error = task.result
         outcome["error"] = f"{type(error).__name__}: {error}" if error else "the task failed"
@@ -282,13 +298,67 @@ def _task_outcome(task: AsyncResult, job: JobRecord, now: float) -> dict[str, An
     return outcome
 
 
-def checked_result(kind: JobKind, result: dict[str, Any]) -> dict[str, Any]:
-    """A worker's result, validated against its contract; a broken one fails the part."""
+def checked_result(
+    kind: JobKind, result: dict[str, Any], result_model: type[WorkerResult] | None = None
+) -> dict[str, Any]:
+    """A worker's result, validated against its contract (the job kind's, unless
+    ``result_model`` names another); a broken one fails the part."""
     try:
-        return TASK_RESULTS[kind].model_validate(result).to_json()
+        return (result_model or TASK_RESULTS[kind]).model_validate(result).to_json()
     except ValidationError as err:
         log.error("worker result off contract", extra={"kind": kind, "error": str(err)})
         return {"status": "failed", "error": f"the worker's result broke the contract: {err}"}
+
+
+def with_other_shards(
+    method: str, outcome: dict[str, Any], job: JobRecord, now: float
+) -> dict[str, Any]:
+    """A search's method outcome with the top k of the index shards its worker left to
+    others merged in (exact: each of the global top k is in its shard's top k). Running
+    while one of them is; failed, naming the shard, when one failed or missed the deadline."""
+    fan_out = outcome.pop("shard_fan_out", None)
+    if fan_out is None or outcome["status"] != "done":
+        return outcome
+    app = celery()
+    shards = {
+        task["shard"]: _task_outcome(
+            AsyncResult(task["task_id"], app=app), job, now, ShardSearchResult
+        )
+        for task in fan_out["tasks"]
+    }
+    failed = [(k, o) for k, o in sorted(shards.items()) if o["status"] == "failed"]
+    if failed:
+        # A timeout says most (the shard has no live worker), so it is the one named.
+        shard, problem = min(failed, key=lambda f: f[1].get("reason") != "timeout")
+        where = (
+            f"index shard {shard} of {fan_out['index_shards']} (queue "
+            f"{names.shard_search_queue(method, shard)})"
+        )
+        if problem.get("reason") == "timeout":
+            message = f"{where}: {problem['message']}"
+            return {"status": "failed", "reason": "timeout", "message": message, "error": message}
+        return {"status": "failed", "error": f"{where} failed: {problem.get('error')}"}
+    if any(o["status"] != "done" for o in shards.values()):
+        return {"status": "running"}
+    ranked = [outcome.get("results", []), *(o.get("results", []) for o in shards.values())]
+    merged = merge_top_k(
+        ranked,
+        fan_out["k"],
+        outcome.get("higher_is_better", True),
+        lambda hit: hit["score"],
+        lambda hit: hit["id"],
+    )
+    searched = outcome.get("shards", []) + [
+        {key: o[key] for key in ShardSearched.model_fields if key in o} for o in shards.values()
+    ]
+    outcome["results"] = [
+        {"id": hit["id"], "score": round(hit["score"], 6), "rank": rank}
+        for rank, hit in enumerate(merged, start=1)
+    ]
+    outcome["index_size"] = sum(s["index_size"] for s in searched)
+    outcome["index_kind"] = "hnsw" if any(s["index_kind"] == "hnsw" for s in searched) else "exact"
+    outcome["shards"] = sorted(searched, key=lambda s: s["shard"])
+    return outcome
 
 
 def _fail_if_trainer_died(job: JobRecord, outcome: dict[str, Any]) -> None:

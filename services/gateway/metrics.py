@@ -70,10 +70,11 @@ METRIC_NAMES = (
 class RedisStateCollector(Collector):
     """Gauges read from Redis at scrape time."""
 
-    def __init__(self, client: redis.Redis, catalogue: Catalogue) -> None:
+    def __init__(self, client: redis.Redis, catalogue: Catalogue, index_shards: int = 1) -> None:
         self.client = client
         self.catalogue = catalogue
-        self.store = IndexStore(client)
+        self.index_shards = index_shards
+        self.store = IndexStore(client, index_shards)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         up = GaugeMetricFamily("imgsearch_redis_up", "1 when this scrape could read Redis")
@@ -88,7 +89,7 @@ class RedisStateCollector(Collector):
         yield from families
 
     def _read(self) -> list[GaugeMetricFamily]:
-        queues = names.all_queues()
+        queues = names.all_queues(self.index_shards)
         now = time.time()
         pipe = self.client.pipeline(transaction=False)
         for queue in queues:
@@ -156,7 +157,13 @@ def init_metrics(app: Flask) -> CollectorRegistry:
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
-    registry.register(RedisStateCollector(app.extensions["redis"], app.extensions["catalogue"]))
+    registry.register(
+        RedisStateCollector(
+            app.extensions["redis"],
+            app.extensions["catalogue"],
+            app.extensions["settings"].index_shards,
+        )
+    )
 
     @app.before_request
     def _start_timer() -> None:

@@ -13,7 +13,7 @@ from shared.index_store import IndexStore
 from shared.model_store import ModelStore
 
 from . import fusion_weights, jobs
-from .context import catalogue, redis_client, settings
+from .context import catalogue, index_store, redis_client, settings
 from .errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def known_version(version: str) -> str:
 
 def activate(version: str) -> dict[str, Any]:
     """Switch searches to a stored version (a rollback when it is an older one)."""
-    store = IndexStore(redis_client())
+    store = index_store()
     versions = store.versions(METHOD)
     known_version(version)
     if version in versions.building:
@@ -96,7 +96,7 @@ def activate(version: str) -> dict[str, Any]:
 def version_list() -> dict[str, Any]:
     """Every stored version, newest first, with its index size and training record."""
     client = redis_client()
-    store = IndexStore(client)
+    store = index_store()
     active, building, _ = store.versions(METHOD)
     models = ModelStore(client)
     versions = models.versions(METHOD)

@@ -5,10 +5,9 @@ from typing import Any
 
 from shared import keys, names
 from shared.fusion import stored_fit, weights_in_use
-from shared.index_store import IndexStore
 
 from .auth import given_key, key_is_valid
-from .context import catalogue, redis_client, settings
+from .context import catalogue, index_store, redis_client, settings
 
 
 def health() -> tuple[dict[str, Any], int]:
@@ -20,7 +19,7 @@ def health() -> tuple[dict[str, Any], int]:
         return {"status": "unavailable", "redis": f"unreachable: {err}"}, 503
     now = time.time()
     pipe = client.pipeline(transaction=False)
-    queues = names.all_queues()
+    queues = names.all_queues(settings().index_shards)
     for queue in queues:
         pipe.zrangebyscore(keys.workers(queue), now - keys.WORKER_STALE_SECONDS, "+inf")
         pipe.llen(queue)
@@ -49,7 +48,7 @@ def health() -> tuple[dict[str, Any], int]:
 def stats() -> dict[str, Any]:
     """Catalogue size; index size, model version and versions being built per method; the
     fusion weights in use; the k a search may ask for (the page's "Show more")."""
-    store = IndexStore(redis_client())
+    store = index_store()
     methods = {}
     for method in names.METHODS:
         active, building, _ = store.versions(method)

@@ -4,6 +4,6 @@ import sys
 
 from shared.runtime.worker import run_worker
 
-from .worker import app
+from .worker import app, settings
 
-run_worker(app, "vgg16", sys.argv[1:] or None)
+run_worker(app, "vgg16", settings, sys.argv[1:] or None)

@@ -5,10 +5,10 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from shared.settings import CommonSettings
+from shared.settings import WorkerSettings
 
 
-class Vgg16Settings(CommonSettings):
+class Vgg16Settings(WorkerSettings):
     # A weights file that overrides every other source: Keras' full or notop .h5, or a
     # converted .weights.h5. It must hold the ImageNet weights; loading checks known values.
     vgg16_weights_path: Path | None = None

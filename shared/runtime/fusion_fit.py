@@ -167,14 +167,17 @@ def _fused_top(by_vgg16: np.ndarray, by_autoencoder: np.ndarray, shares: np.ndar
     return np.take_along_axis(np.broadcast_to(ids, scores.shape), top, axis=2)
 
 
-def fit_catalogue(catalogue: Catalogue, candidates: int = DEFAULT_CANDIDATES) -> FusionWeights:
+def fit_catalogue(
+    catalogue: Catalogue, candidates: int = DEFAULT_CANDIDATES, store: IndexStore | None = None
+) -> FusionWeights:
     """Fit the fused list's weights to the labelled images of this catalogue.
 
-    Uses each method's active index and the images that have a vector in both and a
-    ``metadata.label``; says why in a ``default`` record when there is too little to fit on.
+    Uses each method's active index (read through ``store``: the worker's, which knows the
+    shards; an index of one shard by default) and the images that have a vector in both and
+    a ``metadata.label``; says why in a ``default`` record when there is too little to fit on.
     """
     started = time.time()
-    store = IndexStore(catalogue.redis)
+    store = store or IndexStore(catalogue.redis)
     size = catalogue.size()
     versions = {method: store.versions(method).active for method in names.METHODS}
 

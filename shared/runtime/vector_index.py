@@ -136,7 +136,7 @@ class VectorIndex:
         return list(self._ids), self._matrix[: len(self._ids)].copy()
 
     def _rank(self, rows: np.ndarray | None, query: np.ndarray, k: int) -> list[Hit]:
-        """Top k of the given rows (None: every row), ties broken by id."""
+        """Top k of the given rows (None: every row), equal scores in the order of their ids."""
         count = len(self._ids) if rows is None else len(rows)
         if count == 0 or k <= 0:
             return []
@@ -154,8 +154,15 @@ class VectorIndex:
             scores = np.sqrt(np.maximum(sq_norms - 2 * products + query @ query, 0.0))
             order_key = scores
         k = min(k, count)
-        top = np.argpartition(order_key, k - 1)[:k] if k < count else np.arange(count)
-        top = top[np.lexsort((np.array([self._ids[rows[i]] for i in top]), order_key[top]))]
+        if k < count:
+            # Every row tied with the k-th too, so that ties at the cut are decided by id,
+            # not by argpartition's choice: a result equal to the merge of any split of the
+            # rows (shared/shards.py), whatever the row order.
+            kth = order_key[np.argpartition(order_key, k - 1)[k - 1]]
+            top = np.flatnonzero(order_key <= kth)
+        else:
+            top = np.arange(count)
+        top = top[np.lexsort((np.array([self._ids[rows[i]] for i in top]), order_key[top]))][:k]
         return [Hit(self._ids[rows[i]], float(scores[i])) for i in top]
 
     def _grow_to(self, rows: int) -> None:
@@ -231,7 +238,7 @@ def candidate_count(k: int) -> int:
 
 
 class IndexReplica:
-    """This process's copy of one Redis index (method + model version).
+    """This process's copy of one Redis index (method + model version), or of one shard of it.
 
     ``sync()`` replays the change log since the last call, so a search that calls it first
     sees every change that any replica had finished before the search started. It reloads
@@ -251,10 +258,12 @@ class IndexReplica:
         dim: int,
         metric: Metric,
         graph_min_vectors: int | None = None,
+        shard: int = 0,
     ):
         self.store = store
         self.method = method
         self.version = version
+        self.shard = shard
         self.index = VectorIndex(dim, metric)
         self.graph: GraphIndex | None = None
         self.graph_min_vectors = graph_min_vectors
@@ -266,11 +275,13 @@ class IndexReplica:
 
     def sync(self) -> None:
         with self._lock:
-            state = self.store.log_state(self.method, self.version)
+            state = self.store.log_state(self.method, self.version, self.shard)
             if self._position is None or self._log_does_not_continue(state):
                 self._reload(state)
             while True:
-                entries = self.store.read_log(self.method, self.version, after=self._position)
+                entries = self.store.read_log(
+                    self.method, self.version, after=self._position, shard=self.shard
+                )
                 if not entries:
                     break
                 self._apply(entries)
@@ -281,7 +292,7 @@ class IndexReplica:
                     target=self._build_graph,
                     args=(self._graph_build,),
                     daemon=True,
-                    name=f"graph-{self.method}-{self.version}",
+                    name=f"graph-{self.method}-{self.version}-{self.shard}",
                 ).start()
 
     def search(self, query: np.ndarray, k: int, allowed: set[str] | None = None) -> list[Hit]:
@@ -346,6 +357,7 @@ class IndexReplica:
                 extra={
                     "method": self.method,
                     "version": self.version,
+                    "shard": self.shard,
                     "size": len(graph),
                     "seconds": round(time.perf_counter() - started, 1),
                 },
@@ -396,7 +408,7 @@ class IndexReplica:
         index = VectorIndex(self.index.dim, self.index.metric)
         ids: list[str] = []
         rows: list[np.ndarray] = []
-        for image_id, raw in self.store.scan_vectors(self.method, self.version):
+        for image_id, raw in self.store.scan_vectors(self.method, self.version, self.shard):
             ids.append(image_id)
             rows.append(vector_from_bytes(raw, index.dim))
             if len(ids) >= 10_000:
@@ -408,7 +420,12 @@ class IndexReplica:
         self.graph, self._graph_build = None, None  # rebuilt from the new index
         log.info(
             "index loaded",
-            extra={"method": self.method, "version": self.version, "size": len(index)},
+            extra={
+                "method": self.method,
+                "version": self.version,
+                "shard": self.shard,
+                "size": len(index),
+            },
         )
 
     def _apply(self, entries) -> None:
@@ -433,6 +450,22 @@ class IndexReplica:
                 self.graph.upsert(present_ids, vectors)
         if self._graph_build is not None:
             self._graph_build.changed.update(changed)
+
+
+def load_whole_index(
+    store: IndexStore, method: str, version: str, dim: int, metric: Metric
+) -> VectorIndex:
+    """Every shard's vectors of an index in one exact VectorIndex (checks that compare
+    whole indexes, not searches: it follows no log)."""
+    index = VectorIndex(dim, metric)
+    ids: list[str] = []
+    rows: list[np.ndarray] = []
+    for image_id, raw in store.scan_vectors(method, version):
+        ids.append(image_id)
+        rows.append(vector_from_bytes(raw, dim))
+    if ids:
+        index.upsert(ids, np.stack(rows))
+    return index
 
 
 @dataclass

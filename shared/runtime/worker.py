@@ -30,14 +30,29 @@ from shared.contracts import (
     IndexCounts,
     IndexResult,
     SearchResult,
+    SearchShardTask,
     SearchTask,
     SearchTimings,
+    ShardFanOut,
+    ShardSearched,
+    ShardSearchResult,
+    ShardTask,
 )
 from shared.index_store import IndexStore
+from shared.jobs import shard_task_id
 from shared.runtime import worker_metrics
 from shared.runtime.search_batching import QueryBatcher
-from shared.runtime.vector_index import IndexReplica, Metric, vector_to_bytes
-from shared.settings import CommonSettings, redis_client
+from shared.runtime.vector_index import Hit as IndexHit
+from shared.runtime.vector_index import (
+    IndexReplica,
+    Metric,
+    VectorIndex,
+    load_whole_index,
+    vector_from_bytes,
+    vector_to_bytes,
+)
+from shared.settings import WorkerSettings, redis_client
+from shared.shards import merge_top_k
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +78,13 @@ class PreparedQuery:
 
 
 class QueryImageMissing(LookupError):
-    """The uploaded query image expired or was never stored; retrying cannot help."""
+    """The uploaded query image (or its stored vector) expired or was never stored;
+    retrying cannot help."""
+
+
+class ModelVersionUnavailable(LookupError):
+    """A shard search names a model version this worker has no model of; retrying cannot
+    help (the shard's workers run another model than the worker that embedded the query)."""
 
 
 class ImagesUnreachable(LookupError):
@@ -77,14 +98,17 @@ ImageReader = Callable[[list[str]], list[tuple[bytes, str] | None]]
 class MethodService(ABC):
     method: names.Method
 
-    def __init__(self, settings: CommonSettings, *, batch_size: int) -> None:
+    def __init__(self, settings: WorkerSettings, *, batch_size: int) -> None:
         self.settings = settings
         self.batch_size = batch_size
         self.redis = redis_client(settings)
         self.catalogue = Catalogue(self.redis, open_blob_store(settings))
-        self.store = IndexStore(self.redis)
+        self.store = IndexStore(self.redis, settings.index_shards)
         self.worker_name = socket.gethostname()  # replaced by the Celery node name at start
-        self._replicas: dict[str, IndexReplica] = {}
+        # What sends the shard searches of the shards this worker does not serve (set by
+        # register_method_tasks; only needed when SHARDS names some of them).
+        self.celery_app: Celery | None = None
+        self._replicas: dict[tuple[str, int], IndexReplica] = {}
         self._replicas_lock = threading.Lock()
 
     # What each method decides
@@ -103,6 +127,13 @@ class MethodService(ABC):
     def not_ready_reason(self) -> dict[str, str]:
         return {"reason": "not_trained", "message": f"the {self.method} method has no model yet"}
 
+    def embedder_of(self, version: str) -> Embedder | None:
+        """The embedder of a model version this worker has (a shard search names one)."""
+        for embedder in [self.search_embedder(), *self.index_embedders()]:
+            if embedder is not None and embedder.version == version:
+                return embedder
+        return None
+
     # Plain functions behind the tasks
     def search(
         self,
@@ -110,9 +141,16 @@ class MethodService(ABC):
         k: int,
         prepared: "PreparedQuery | None" = None,
         conditions: dict[str, Any] | None = None,
+        job_id: str | None = None,
+        expires: str | None = None,
     ) -> SearchResult:
         """Search with a query image; ``prepared``: its vector from a batch (see embed_queries);
-        ``conditions``: only images whose metadata has these values (a search's filter)."""
+        ``conditions``: only images whose metadata has these values (a search's filter).
+
+        The query is embedded once, whatever the number of shards: the shards this worker
+        serves are searched here and merged; the others are sent its vector (search_shard
+        tasks of ``job_id``, discarded unstarted after ``expires``), and the result names
+        those tasks for the gateway to merge."""
         embedder = self.search_embedder()
         if embedder is None:
             return SearchResult(method=self.method, results=[], **self.not_ready_reason())
@@ -127,31 +165,123 @@ class MethodService(ABC):
             started = time.perf_counter()
             query = self._embed_jpegs(embedder, [jpeg])[0]
             embedded = time.perf_counter()
-        replica = self.replica(embedder)
+        # Sent before searching here, so the other shards are searched meanwhile.
+        fan_out = self.send_other_shards(embedder, query, k, conditions, job_id, expires)
         search_started = time.perf_counter()
         allowed = self.catalogue.postings.matching(conditions) if conditions else None
-        hits = replica.search(query, k, allowed)
-        searched = time.perf_counter()
-        worker_metrics.observe_search(self.method, embedded - started, searched - search_started)
+        searched: list[ShardSearched] = []
+        ranked: list[list[IndexHit]] = []
+        for shard in self.settings.served_shards:
+            shard_started = time.perf_counter()
+            replica = self.replica(embedder, shard)
+            ranked.append(replica.search(query, k, allowed))
+            searched.append(
+                ShardSearched(
+                    shard=shard,
+                    worker=self.worker_name,
+                    index_size=len(replica.index),
+                    index_kind=replica.last_search_kind,
+                    search_ms=round(1000 * (time.perf_counter() - shard_started), 2),
+                )
+            )
+        higher_is_better = embedder.metric == "cosine"
+        hits = merge_top_k(ranked, k, higher_is_better, lambda h: h.score, lambda h: h.id)
+        searched_at = time.perf_counter()
+        worker_metrics.observe_search(self.method, embedded - started, searched_at - search_started)
+        kinds = {s.index_kind for s in searched}
         return SearchResult(
             method=self.method,
             worker=self.worker_name,
             model_version=embedder.version,
             metric=embedder.metric,
-            higher_is_better=embedder.metric == "cosine",
-            index_size=len(replica.index),
+            higher_is_better=higher_is_better,
+            index_size=sum(s.index_size for s in searched),
             **({"matching": len(allowed)} if allowed is not None else {}),
-            index_kind=replica.last_search_kind,
+            index_kind="hnsw" if "hnsw" in kinds else "exact",
             results=[
-                Hit(id=hit.id, score=round(hit.score, 6), rank=rank)
+                # Exact scores while other shards' hits are still to be merged by score.
+                Hit(id=hit.id, score=hit.score if fan_out else round(hit.score, 6), rank=rank)
                 for rank, hit in enumerate(hits, start=1)
             ],
             timings_ms=SearchTimings(
                 embed=round(1000 * (embedded - started), 2),
-                search=round(1000 * (searched - search_started), 2),
+                search=round(1000 * (searched_at - search_started), 2),
                 # Queries embedded in the same forward pass (1: alone); "embed" is that pass.
                 embedded_together=batch,
             ),
+            **({"shards": searched} if self.settings.index_shards > 1 else {}),
+            **({"shard_fan_out": fan_out} if fan_out else {}),
+        )
+
+    def send_other_shards(
+        self,
+        embedder: Embedder,
+        query: np.ndarray,
+        k: int,
+        conditions: dict[str, Any] | None,
+        job_id: str | None,
+        expires: str | None,
+    ) -> ShardFanOut | None:
+        """Store the query vector and send a search_shard task to each shard this worker
+        does not serve; None when it serves them all."""
+        served = set(self.settings.served_shards)
+        others = [s for s in range(self.settings.index_shards) if s not in served]
+        if not others:
+            return None
+        if job_id is None or self.celery_app is None:
+            raise RuntimeError("searching other workers' shards needs a job id and a Celery app")
+        vector_key = keys.query_vector(job_id, self.method)
+        self.redis.set(vector_key, vector_to_bytes(query), ex=self.settings.query_image_ttl_seconds)
+        tasks = []
+        for shard in others:
+            payload = SearchShardTask(
+                job_id=job_id,
+                vector_key=vector_key,
+                shard=shard,
+                k=k,
+                model_version=embedder.version,
+                filter=conditions,
+            )
+            task_id = shard_task_id(job_id, self.method, shard)
+            self.celery_app.send_task(
+                names.SEARCH_SHARD_TASKS[self.method],
+                args=payload.as_args(),
+                task_id=task_id,
+                queue=names.shard_search_queue(self.method, shard),
+                expires=expires,
+            )
+            tasks.append(ShardTask(shard=shard, task_id=task_id))
+        return ShardFanOut(k=k, index_shards=self.settings.index_shards, tasks=tasks)
+
+    def search_shard(self, task: SearchShardTask) -> ShardSearchResult:
+        """Search one index shard with a query vector another worker embedded."""
+        raw = self.redis.get(task.vector_key)
+        if raw is None:
+            raise QueryImageMissing(f"query vector {task.vector_key!r} expired or was never stored")
+        embedder = self.embedder_of(task.model_version)
+        if embedder is None:
+            raise ModelVersionUnavailable(
+                f"this worker has no {self.method} model {task.model_version!r}, which "
+                f"embedded the query; shard {task.shard} cannot be searched with its vector"
+            )
+        query = vector_from_bytes(raw, embedder.dim)
+        started = time.perf_counter()
+        allowed = self.catalogue.postings.matching(task.filter) if task.filter else None
+        replica = self.replica(embedder, task.shard)
+        hits = replica.search(query, task.k, allowed)
+        seconds = time.perf_counter() - started
+        worker_metrics.observe_shard_search(self.method, seconds)
+        return ShardSearchResult(
+            method=self.method,
+            shard=task.shard,
+            worker=self.worker_name,
+            model_version=embedder.version,
+            index_size=len(replica.index),
+            index_kind=replica.last_search_kind,
+            results=[
+                Hit(id=hit.id, score=hit.score, rank=rank) for rank, hit in enumerate(hits, start=1)
+            ],
+            search_ms=round(1000 * seconds, 2),
         )
 
     def embed_queries(self, query_keys: dict[str, str]) -> dict[str, "PreparedQuery"]:
@@ -260,9 +390,11 @@ class MethodService(ABC):
             gone += len(found) - stored
         return IndexCounts(embedded=embedded, already_indexed=len(unique) - len(todo), gone=gone)
 
-    def replica(self, embedder: Embedder) -> IndexReplica:
+    def replica(self, embedder: Embedder, shard: int = 0) -> IndexReplica:
+        """This process's copy of one shard of a model's index (shard 0: all of an index
+        of one shard)."""
         with self._replicas_lock:
-            replica = self._replicas.get(embedder.version)
+            replica = self._replicas.get((embedder.version, shard))
             if replica is None:
                 replica = IndexReplica(
                     self.store,
@@ -271,16 +403,28 @@ class MethodService(ABC):
                     embedder.dim,
                     embedder.metric,
                     graph_min_vectors=self.settings.approximate_index_min_vectors,
+                    shard=shard,
                 )
-                self._replicas[embedder.version] = replica
+                self._replicas[embedder.version, shard] = replica
             return replica
+
+    def whole_index(self, embedder: Embedder) -> VectorIndex:
+        """Every vector of a model's index, synced (checks that compare whole indexes):
+        the replica of an index of one shard, else every shard loaded into one copy."""
+        if self.store.shards == 1:
+            replica = self.replica(embedder)
+            replica.sync()
+            return replica.index
+        return load_whole_index(
+            self.store, self.method, embedder.version, embedder.dim, embedder.metric
+        )
 
     def drop_replicas_except(self, versions: set[str]) -> None:
         """Free the memory of indexes no model of this process uses any more."""
         with self._replicas_lock:
-            for version in list(self._replicas):
+            for version, shard in list(self._replicas):
                 if version not in versions:
-                    del self._replicas[version]
+                    del self._replicas[version, shard]
 
     def _embed_jpegs(self, embedder: Embedder, jpegs: list[bytes]) -> np.ndarray:
         from shared.runtime.ml import decode_images
@@ -381,6 +525,7 @@ def register_method_tasks(app: Celery, service: MethodService) -> None:
     }
 
     batcher = search_batcher(service)
+    service.celery_app = app  # sends the search_shard tasks of the shards it does not serve
 
     @app.task(
         name=names.SEARCH_TASKS[service.method],
@@ -398,7 +543,40 @@ def register_method_tasks(app: Celery, service: MethodService) -> None:
             extra={"job_id": job_id, "method": service.method, "k": task.k, "filter": task.filter},
         )
         prepared = batcher.take(self.request.id) if batcher else None
-        return service.search(task.query_key, task.k, prepared, task.filter).to_json()
+        # The other shards' tasks expire with this one (the job's deadline).
+        return service.search(
+            task.query_key, task.k, prepared, task.filter, job_id, self.request.expires
+        ).to_json()
+
+    @app.task(
+        name=names.SEARCH_SHARD_TASKS[service.method],
+        soft_time_limit=60,
+        time_limit=90,
+        **common,
+        **flushing_options(batcher),
+    )
+    def search_shard(
+        self,
+        job_id: str,
+        vector_key: str,
+        shard: int,
+        k: int,
+        model_version: str,
+        filter: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        task = SearchShardTask(
+            job_id=job_id,
+            vector_key=vector_key,
+            shard=shard,
+            k=k,
+            model_version=model_version,
+            filter=filter,
+        )
+        log.info(
+            "search shard",
+            extra={"job_id": job_id, "method": service.method, "shard": shard, "k": task.k},
+        )
+        return service.search_shard(task).to_json()
 
     @app.task(
         name=names.EMBED_BATCH_TASKS[service.method],
@@ -475,20 +653,33 @@ def flushing_options(batcher: QueryBatcher | None) -> dict[str, Any]:
     return {"Strategy": batcher.flushing_strategy()} if batcher else {}
 
 
-def run_worker(app: Celery, method: names.Method, roles: list[str] | None = None) -> None:
+def worker_queues(method: names.Method, roles: list[str], settings: WorkerSettings) -> list[str]:
+    """The queues of a method's worker on these roles: a search worker of a sharded index
+    also takes the shard searches of the shards it serves (SHARDS)."""
+    queues = [names.queue_name(method, role) for role in roles]
+    if names.SEARCH in roles and settings.index_shards > 1:
+        queues += [names.shard_search_queue(method, k) for k in settings.served_shards]
+    return queues
+
+
+def run_worker(
+    app: Celery, method: names.Method, settings: WorkerSettings, roles: list[str] | None = None
+) -> None:
     """Start a Celery worker for a method's queues (all of them unless ``roles`` says).
 
     The solo pool runs tasks in the worker's own process, so TensorFlow is never forked and a
     model loads once per process; run more processes (replicas) for more throughput.
     """
     roles = roles or list(names.QUEUE_ROLES[method])
-    queues = ",".join(names.queue_name(method, role) for role in roles)
+    queues = ",".join(worker_queues(method, roles, settings))
+    served = "-shards-" + "-".join(map(str, settings.shards)) if settings.shards else ""
+    name = f"{method}-{'-'.join(roles)}{served}-{socket.gethostname()}-{os.getpid()}"
     app.worker_main(
         [
             "worker",
             "--pool=solo",
             f"--queues={queues}",
-            f"--hostname={method}-{'-'.join(roles)}-{socket.gethostname()}-{os.getpid()}@%h",
+            f"--hostname={name}@%h",
             "--without-mingle",
             "--without-gossip",
             f"--loglevel={app.conf.get('worker_log_level', 'INFO')}",

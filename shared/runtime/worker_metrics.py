@@ -76,6 +76,12 @@ def observe_search(method: str, embed_seconds: float, search_seconds: float) -> 
     INDEX_SEARCH_SECONDS.labels(method).observe(search_seconds)
 
 
+def observe_shard_search(method: str, search_seconds: float) -> None:
+    """Record the search of one index shard with a vector embedded by another worker (no
+    embedding: the query embed count stays one per search, whatever the shards)."""
+    INDEX_SEARCH_SECONDS.labels(method).observe(search_seconds)
+
+
 def observe_batch(method: str, images: int, seconds: float) -> None:
     """Record the embedding of one batch of catalogue images."""
     BATCH_EMBED_SECONDS.labels(method).observe(seconds)

@@ -34,7 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         client = redis_client(settings)
         catalogue = Catalogue(client, open_blob_store(settings))
         if args.command == "export":
-            index = export_index(catalogue, args.method, args.version)
+            index = export_index(
+                catalogue, args.method, args.version, index_shards=settings.index_shards
+            )
             size = write_file(args.file, index)
             model = ", with its model" if index.model else ""
             print(
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             index = read_file(args.file)  # the whole file is checked before anything is stored
-            summary = import_index(catalogue, index)
+            summary = import_index(catalogue, index, index_shards=settings.index_shards)
             print(f"imported {args.file}:")
             print("\n".join(f"  {line}" for line in summary.lines()))
     except TransferRefused as err:

@@ -28,7 +28,11 @@ BATCH: Final = 256  # images per Redis round trip (a few MB of JPEGs)
 
 
 def export_index(
-    catalogue: Catalogue, method: str, version: str | None = None, batch: int = BATCH
+    catalogue: Catalogue,
+    method: str,
+    version: str | None = None,
+    batch: int = BATCH,
+    index_shards: int = 1,
 ) -> IndexFile:
     """Read one index (the active version by default) with its catalogue entries and model.
 
@@ -39,7 +43,7 @@ def export_index(
     if method not in names.METHODS:
         raise TransferRefused(f"unknown method {method!r} (known: {', '.join(names.METHODS)})")
     client = catalogue.redis
-    store = IndexStore(client)
+    store = IndexStore(client, index_shards)
     version = version or store.versions(method).active
     if version is None:
         raise TransferRefused(f"{method} has no active version; name one with --version")
@@ -52,7 +56,7 @@ def export_index(
     vectors: list[np.ndarray] = []
     dim: int | None = None
     for chunk in _batches((image_id for image_id, _ in store.scan_vectors(method, version)), batch):
-        for entry, raw in _read_entries(catalogue, method, version, chunk):
+        for entry, raw in _read_entries(catalogue, store, method, version, chunk):
             dim = dim or decode_vector(raw).size
             try:
                 vectors.append(vector_from_bytes(raw, dim))
@@ -87,15 +91,16 @@ def _batches(items: Iterator[str], size: int) -> Iterator[list[str]]:
 
 
 def _read_entries(
-    catalogue: Catalogue, method: str, version: str, ids: list[str]
+    catalogue: Catalogue, store: IndexStore, method: str, version: str, ids: list[str]
 ) -> Iterator[tuple[ImageEntry, bytes]]:
     """Each id's vector with its entry and JPEGs. Vectors and entries are read together,
     and an entry names its blobs by content, so the JPEGs are those the vector was made
     from; an image deleted before its JPEGs were read is left out."""
     pipe = catalogue.redis.pipeline(transaction=True)
-    pipe.hmget(keys.index_vectors(method, version), ids)
+    store.queue_get_vectors(pipe, method, version, ids)
     pipe.mget([keys.catalogue_meta(i) for i in ids])
-    vectors, metas = pipe.execute()
+    *vector_replies, metas = pipe.execute()
+    vectors = store.gathered_vectors(ids, vector_replies)
     for vector, raw in zip(vectors, metas, strict=True):
         if not (vector and raw):
             continue
@@ -145,14 +150,16 @@ CONFLICT = "another picture is stored under this id here"
 GONE = "the image was deleted or replaced here during the import"
 
 
-def import_index(catalogue: Catalogue, index: IndexFile, batch: int = BATCH) -> ImportSummary:
+def import_index(
+    catalogue: Catalogue, index: IndexFile, batch: int = BATCH, index_shards: int = 1
+) -> ImportSummary:
     """Store a validated file's images, model and vectors where they are missing.
 
     Checks the target first (nothing is stored when it refuses). Catalogue entries are never
     overwritten: the vector of an image whose id holds another picture here is skipped.
     """
     client = catalogue.redis
-    store = IndexStore(client)
+    store = IndexStore(client, index_shards)
     method, version = index.method, index.model_version
     _check_target(client, store, index)
     summary = ImportSummary(method, version)
@@ -204,8 +211,8 @@ def _check_target(client: redis.Redis, store: IndexStore, index: IndexFile) -> N
             f"this deployment's vgg16 model is {active}, the file's vectors are {version}: "
             "vectors of another layer cannot answer its queries"
         )
-    sample = client.hrandfield(keys.index_vectors(method, version), 1, withvalues=True)
-    if sample and decode_vector(sample[1]).size != index.dim:
+    sample = store.sample_vector(method, version)
+    if sample and decode_vector(sample).size != index.dim:
         raise TransferRefused(f"the {method} index {version} here holds vectors of another size")
     if index.model is not None:
         stored = ModelStore(client).blob(method, version)
