@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WEIGHTS := var/weights/vgg16_imagenet_notop.weights.h5
 
-.PHONY: run test test-fast test-deploy images lint weights install clean bench bench-search bench-redis-bytes eval export import
+.PHONY: run test test-fast test-deploy images lint weights install clean bench bench-search bench-redis-bytes bench-scale eval export import
 
 run: $(STAMP) $(WEIGHTS)
 	$(BIN)/python -m deploy.launcher
@@ -40,6 +40,12 @@ bench: $(STAMP) $(WEIGHTS)
 # (var/bench/batching.*); the sample catalogue by default. A few minutes.
 bench-search: $(STAMP) $(WEIGHTS)
 	$(BIN)/python -m bench.run --search-batching "$(or $(DATA),samples/grocery-store/images)"
+
+# make bench-scale [VECTORS=1000000] [SHARDS_LIST=1,2,4]: one index split into 1, 2 and 4
+# shards, one replica process per shard: memory per replica, search p50/p95, recall@10
+# against exact (var/bench/scale.*). About 10 minutes and 10 GB of memory at 1M vectors.
+bench-scale: $(STAMP)
+	$(BIN)/python -m bench.scale --vectors $(or $(VECTORS),1000000) --shards $(or $(SHARDS_LIST),1,2,4)
 
 # make bench-redis-bytes [IMAGES=10000]: Redis bytes per catalogue image with both methods
 # indexed, JPEGs in Redis (the release before the blob store) vs in the blob store, on a
