@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WEIGHTS := var/weights/vgg16_imagenet_notop.weights.h5
 
-.PHONY: run test test-fast test-deploy images lint weights install clean bench bench-search bench-redis-bytes bench-scale eval export import
+.PHONY: run test test-fast test-deploy images lint weights install clean bench bench-search bench-redis-bytes bench-scale eval export import reshard
 
 run: $(STAMP) $(WEIGHTS)
 	$(BIN)/python -m deploy.launcher
@@ -46,6 +46,12 @@ bench-search: $(STAMP) $(WEIGHTS)
 # against exact (var/bench/scale.*). About 10 minutes and 10 GB of memory at 1M vectors.
 bench-scale: $(STAMP)
 	$(BIN)/python -m bench.scale --vectors $(or $(VECTORS),1000000) --shards $(or $(SHARDS_LIST),1,2,4)
+
+# make reshard TO=<shards> [FROM=<shards>]: copy every index from INDEX_SHARDS (or FROM) shards
+# to TO beside them, nothing embedded again; then restart with INDEX_SHARDS=TO, run it again,
+# and `python -m tools.reshard --to TO --drop-source` (README.md, "Re-sharding").
+reshard: $(STAMP)
+	$(BIN)/python -m tools.reshard --to $(TO) $(if $(FROM),--from $(FROM))
 
 # make bench-redis-bytes [IMAGES=10000]: Redis bytes per catalogue image with both methods
 # indexed, JPEGs in Redis (the release before the blob store) vs in the blob store, on a

@@ -83,6 +83,20 @@ return removed
 """
 
 
+_REMOVE_VECTORS = """
+-- KEYS: one index shard's prefix..':vectors', prefix..':log'.  ARGV: image ids.
+-- Removes those ids' vectors from this shard only, logged so that its replicas follow.
+local removed = 0
+for _, image_id in ipairs(ARGV) do
+  if redis.call('HDEL', KEYS[1], image_id) == 1 then
+    redis.call('XADD', KEYS[2], '*', 'op', 'del', 'id', image_id)
+    removed = removed + 1
+  end
+end
+return removed
+"""
+
+
 class LogState(NamedTuple):
     """What a replica checks before replaying the log: is this still the index it loaded?"""
 
@@ -122,6 +136,7 @@ class IndexStore:
         self.shards = shards
         self._add_vectors = client.register_script(_ADD_VECTORS)
         self._forget_image = client.register_script(_FORGET_IMAGE)
+        self._remove_vectors = client.register_script(_REMOVE_VECTORS)
 
     def vectors_key(self, method: str, version: str, shard: int) -> str:
         return keys.index_vectors(method, version, shard, self.shards)
@@ -179,6 +194,22 @@ class IndexStore:
     def forget_image(self, image_id: str, pipe: redis.client.Pipeline | None = None) -> None:
         """Remove an image's vectors from every index (queued on ``pipe`` when given)."""
         self._forget_image(keys=[keys.INDEX_REGISTRY], args=[image_id], client=pipe)
+
+    def remove_vectors(self, method: str, version: str, image_ids: list[str]) -> int:
+        """Remove these ids' vectors from this one index, whatever else holds them (a
+        re-sharding bringing a delete into the new layout); returns how many were there."""
+        return sum(
+            int(
+                self._remove_vectors(
+                    keys=[
+                        keys.index_vectors(method, version, shard, self.shards),
+                        keys.index_log(method, version, shard, self.shards),
+                    ],
+                    args=ids,
+                )
+            )
+            for shard, ids in self.by_shard(image_ids).items()
+        )
 
     # Reads (of the whole index, every shard)
     def missing(self, method: str, version: str, image_ids: list[str]) -> list[str]:
