@@ -56,6 +56,26 @@ def start_system(
     return Service(base_url, API_KEY, env, procs, log_dir)
 
 
+def start_sharded_vgg16(
+    procs: Processes,
+    env: dict[str, str],
+    log_dir: Path,
+    workers: list[tuple[str, list[str], dict[str, str]]],
+) -> Service:
+    """vgg16 workers of an index split into ``env``'s INDEX_SHARDS, each given as (process
+    name, roles, its own settings such as SHARDS), and a gateway; returns once every one of
+    their queues and every shard's queue has a worker."""
+    for name, roles, own in workers:
+        start_worker(procs, "vgg16", roles, {**env, **own}, log_dir, name=name)
+    port = free_port()
+    start_gateway(procs, env, port, log_dir)
+    base_url = f"http://127.0.0.1:{port}"
+    queues = {f"vgg16.{role}" for _, roles, _ in workers for role in roles}
+    queues |= {f"vgg16.search.shard-{k}" for k in range(int(env["INDEX_SHARDS"]))}
+    wait_until(lambda: gateway_healthy(base_url, queues), 240, "sharded workers", procs)
+    return Service(base_url, API_KEY, env, procs, log_dir)
+
+
 def start_extra_gateway(
     service: Service, log_dir: Path, **overrides: str
 ) -> tuple[Service, subprocess.Popen]:

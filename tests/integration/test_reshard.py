@@ -9,22 +9,15 @@ import numpy as np
 import pytest
 import redis
 
-from deploy.launcher import (
-    Processes,
-    free_port,
-    gateway_healthy,
-    start_gateway,
-    start_worker,
-    wait_until,
-)
+from deploy.launcher import Processes, wait_until
 from shared import keys
 from shared.catalogue import Catalogue, ImageMeta
 from shared.index_store import IndexStore
 from shared.runtime.vector_index import IndexReplica, vector_to_bytes
 from shared.shards import merge_top_k, shard_of
 from tests.conftest import ROOT, SAMPLES, fresh_database
-from tests.integration.conftest import API_KEY, Service, base_env, stopping
-from tests.integration.system import start_system
+from tests.integration.conftest import Service, base_env, stopping
+from tests.integration.system import start_sharded_vgg16, start_system
 from tools import reshard
 
 pytestmark = pytest.mark.integration
@@ -244,15 +237,11 @@ def test_a_running_service_is_resharded_while_it_answers_searches(redis_url, tmp
     procs = Processes()
     with stopping(tmp_path, procs):
         resharded = {**env, "INDEX_SHARDS": "4"}
-        for shards in ("0,1", "2,3"):
-            start_worker(procs, "vgg16", ["search"], {**resharded, "SHARDS": shards}, tmp_path,
-                         name=f"vgg16-shards-{shards.replace(',', '-')}")  # fmt: skip
-        port = free_port()
-        start_gateway(procs, resharded, port, tmp_path)
-        base_url = f"http://127.0.0.1:{port}"
-        queues = {"vgg16.search"} | {f"vgg16.search.shard-{k}" for k in range(4)}
-        wait_until(lambda: gateway_healthy(base_url, queues), 240, "resharded workers", procs)
-        service = Service(base_url, API_KEY, resharded, procs, tmp_path)
+        workers = [
+            (f"vgg16-shards-{shards.replace(',', '-')}", ["search"], {"SHARDS": shards})
+            for shards in ("0,1", "2,3")
+        ]
+        service = start_sharded_vgg16(procs, resharded, tmp_path, workers)
         assert same(answers(service), before)
         dropped = reshard_command(env, "--to", "4", "--drop-source")
         assert dropped.returncode == 0 and "(0 written" in dropped.stdout, dropped.stdout

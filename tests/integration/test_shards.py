@@ -16,21 +16,25 @@ from pathlib import Path
 import pytest
 import requests
 
-from deploy.launcher import (
-    Processes,
-    free_port,
-    gateway_healthy,
-    start_gateway,
-    start_worker,
-    wait_until,
-)
+from deploy.launcher import Processes, free_port
 from tests.conftest import SAMPLES, fresh_database
-from tests.integration.conftest import API_KEY, Service, base_env, stopping
-from tests.integration.system import child, forget, kill, start_extra_gateway, start_system
+from tests.integration.conftest import Service, base_env, stopping
+from tests.integration.system import (
+    child,
+    forget,
+    kill,
+    start_extra_gateway,
+    start_sharded_vgg16,
+    start_system,
+)
 
 CATALOGUE_SIZE = 30
 K = 10
-SCORE_TOLERANCE = 1e-5
+# The two systems embed the catalogue and the queries each on their own, and a difference
+# in the last bits of a vector can move it to the next float16 step when stored (README.md,
+# "Redis bytes per image"): scores agree to about 1e-4 (5e-5 seen), not float32's 1e-6.
+# tests/fast/test_shards.py checks the merge itself exactly, on the same vectors.
+SCORE_TOLERANCE = 5e-4
 EMBED_COUNT = re.compile(r'^imgsearch_worker_query_embed_seconds_count\{method="vgg16"\} (\S+)$')
 SEARCH_COUNT = re.compile(r'^imgsearch_worker_index_search_seconds_count\{method="vgg16"\} (\S+)$')
 
@@ -118,16 +122,15 @@ def sharded(unsharded, redis_url, tmp_path_factory) -> ShardedSystem:
     with stopping(log_dir, procs):
         env = base_env(fresh_database(redis_url), INDEX_SHARDS="2")
         ports = {0: free_port(), 1: free_port()}
-        for shard, roles in [(0, ["search", "index"]), (1, ["search"])]:
-            worker_env = {**env, "SHARDS": str(shard), "WORKER_METRICS_PORT": str(ports[shard])}
-            name = f"vgg16-shard-{shard}"
-            start_worker(procs, "vgg16", roles, worker_env, log_dir, name=name)
-        port = free_port()
-        start_gateway(procs, env, port, log_dir)
-        base_url = f"http://127.0.0.1:{port}"
-        queues = {"vgg16.search", "vgg16.index", "vgg16.search.shard-0", "vgg16.search.shard-1"}
-        wait_until(lambda: gateway_healthy(base_url, queues), 240, "sharded workers", procs)
-        service = Service(base_url, API_KEY, env, procs, log_dir)
+        workers = [
+            (
+                f"vgg16-shard-{shard}",
+                roles,
+                {"SHARDS": str(shard), "WORKER_METRICS_PORT": str(ports[shard])},
+            )
+            for shard, roles in [(0, ["search", "index"]), (1, ["search"])]
+        ]
+        service = start_sharded_vgg16(procs, env, log_dir, workers)
         index_catalogue(service)
         yield ShardedSystem(service, ports)
 
