@@ -13,9 +13,10 @@ before loading to after its graph is built), load and graph-build seconds, worke
 (the slowest shard's ``IndexReplica.search``, log replay included), the fan-out and merge
 (sending the vector to every shard, each searching, merging; processes talk over pipes
 where the service sends Celery tasks, whose round trip and the query's embedding come on
-top: README.md, "Sharded search at 1M vectors") and recall@10 against exact search over the whole index, and
-Redis' own ``used_memory`` per vector of the layout. The shard processes share this
-machine's cores; one replica per machine would not. Writes var/bench/scale.json and .md.
+top: README.md, "Sharded search at 1M vectors") and recall@10 against exact search over
+the whole index, and Redis' own ``used_memory`` per vector of the layout. The shard
+processes share this machine's cores; one replica per machine would not. Writes
+var/bench/scale.json and .md.
 """
 
 import argparse
