@@ -57,11 +57,16 @@ FORMATS: dict[str, Callable[[], bytes]] = {
 }
 
 
-def memory_mb(pid: int, field: str) -> int:
+def memory_kib(pid: int, field: str) -> int:
+    """A memory figure of a process (VmRSS, VmHWM) from /proc/<pid>/status, in KiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(f"{field}:"):
-            return int(line.split()[1]) // 1024
+            return int(line.split()[1])
     raise RuntimeError(f"no {field} for process {pid}")
+
+
+def memory_mb(pid: int, field: str) -> int:
+    return memory_kib(pid, field) // 1024
 
 
 def measure(name: str, data: bytes, uploads: int, redis_url: str, log_dir: Path) -> dict:

@@ -22,6 +22,7 @@ var/bench/scale.json and .md.
 import argparse
 import json
 import multiprocessing
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ from typing import Any, Final
 import numpy as np
 import redis
 
+from bench.gateway_memory import memory_kib
 from bench.run import percentiles, synthetic_vectors
 from deploy.launcher import Processes, start_redis
 from shared import keys
@@ -54,11 +56,7 @@ def image_id(n: int) -> str:
 
 
 def resident_bytes() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    return 1024 * memory_kib(os.getpid(), "VmRSS")
 
 
 def write_catalogue(client: redis.Redis, count: int) -> None:

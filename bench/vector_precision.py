@@ -19,10 +19,13 @@ from collections import Counter
 import numpy as np
 import redis
 
-from shared import keys, names
-from shared.catalogue import ImageMeta
+from shared import names
+from shared.blobs import open_blob_store
+from shared.catalogue import Catalogue
 from shared.index_store import IndexStore
+from shared.runtime.fusion_fit import catalogue_labels
 from shared.runtime.vector_index import EARLIER_DTYPE, decode_vector, vector_to_bytes
+from shared.settings import CommonSettings
 
 K = 10
 QUERY_CHUNK = 256
@@ -44,18 +47,6 @@ def scores(queries: np.ndarray, catalogue: np.ndarray, metric: str) -> np.ndarra
         + np.einsum("ij,ij->i", catalogue, catalogue)[None, :]
     )
     return -np.sqrt(np.maximum(squared_distance, 0))
-
-
-def catalogue_labels(client: redis.Redis, ids: list[str]) -> dict[str, str]:
-    """metadata.label of each catalogue image that has one."""
-    labels = {}
-    for start in range(0, len(ids), 5_000):
-        chunk = ids[start : start + 5_000]
-        for image_id, raw in zip(chunk, client.mget(map(keys.catalogue_meta, chunk)), strict=True):
-            label = ImageMeta.from_json(raw).metadata.get("label") if raw else None
-            if label:
-                labels[image_id] = str(label)
-    return labels
 
 
 def compare(reference: np.ndarray, labels: list[str], metric: str) -> dict[str, float]:
@@ -96,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     client = redis.Redis.from_url(args.redis_url)
     store = IndexStore(client)
+    catalogue = Catalogue(client, open_blob_store(CommonSettings()))  # metadata only read
     metrics = {"vgg16": "cosine", "autoencoder": "euclidean"}
     results = {}
     for method in names.METHODS:
@@ -112,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
         ids = sorted(vectors)
-        labels = catalogue_labels(client, ids)
+        labels = catalogue_labels(catalogue, ids)
         counts = Counter(labels.values())
         usable = [i for i in ids if i in labels and counts[labels[i]] >= 2]
         reference = np.stack([decode_vector(vectors[i]) for i in usable])

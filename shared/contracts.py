@@ -535,18 +535,13 @@ class ShardFanOut(BaseModel):
     tasks: list[ShardTask]
 
 
-class ShardSearchResult(WorkerResult):
-    """One shard's answer to a ``{method}.search_shard`` task (exact scores, not rounded:
-    the gateway merges them by score)."""
+class ShardSearchResult(WorkerResult, ShardSearched):
+    """One shard's answer to a ``{method}.search_shard`` task: what it searched, and its hits
+    (exact scores, not rounded: the gateway merges them by score)."""
 
     method: names.Method
-    shard: int
-    worker: str | None = None
     model_version: str
-    index_size: int
-    index_kind: Literal["exact", "hnsw"]
     results: list[Hit] = Field(default_factory=list)
-    search_ms: float
 
 
 class SearchResult(NotReady):

@@ -197,10 +197,7 @@ def fit_catalogue(
         return default(f"no {' or '.join(missing)} model has indexed the catalogue yet")
     vectors = {m: dict(store.scan_vectors(m, versions[m])) for m in names.METHODS}
     both = sorted(set(vectors["vgg16"]) & set(vectors["autoencoder"]))
-    metas = {}
-    for start in range(0, len(both), 5_000):
-        metas.update(catalogue.get_metas(both[start : start + 5_000]))
-    labels = {i: str(m.metadata["label"]) for i, m in metas.items() if m.metadata.get("label")}
+    labels = catalogue_labels(catalogue, both)
     counts = Counter(labels.values())
     usable = sorted(i for i, label in labels.items() if counts[label] >= 2)
     classes = len({labels[i] for i in usable})
@@ -251,3 +248,12 @@ def fit_catalogue(
         },
         autoencoder_share={str(s): round(p, 4) for s, p in measured.p_at_1.items()},
     )
+
+
+def catalogue_labels(catalogue: Catalogue, image_ids: list[str]) -> dict[str, str]:
+    """``metadata.label`` of each of these catalogue images that has one (what a fit and
+    bench.vector_precision count as classes)."""
+    metas = {}
+    for start in range(0, len(image_ids), 5_000):
+        metas.update(catalogue.get_metas(image_ids[start : start + 5_000]))
+    return {i: str(m.metadata["label"]) for i, m in metas.items() if m.metadata.get("label")}

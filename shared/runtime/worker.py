@@ -172,18 +172,9 @@ class MethodService(ABC):
         searched: list[ShardSearched] = []
         ranked: list[list[IndexHit]] = []
         for shard in self.settings.served_shards:
-            shard_started = time.perf_counter()
-            replica = self.replica(embedder, shard)
-            ranked.append(replica.search(query, k, allowed))
-            searched.append(
-                ShardSearched(
-                    shard=shard,
-                    worker=self.worker_name,
-                    index_size=len(replica.index),
-                    index_kind=replica.last_search_kind,
-                    search_ms=round(1000 * (time.perf_counter() - shard_started), 2),
-                )
-            )
+            hits, part = self._search_replica(embedder, shard, query, k, allowed)
+            ranked.append(hits)
+            searched.append(part)
         higher_is_better = embedder.metric == "cosine"
         hits = merge_top_k(ranked, k, higher_is_better, lambda h: h.score, lambda h: h.id)
         searched_at = time.perf_counter()
@@ -267,21 +258,35 @@ class MethodService(ABC):
         query = vector_from_bytes(raw, embedder.dim)
         started = time.perf_counter()
         allowed = self.catalogue.postings.matching(task.filter) if task.filter else None
-        replica = self.replica(embedder, task.shard)
-        hits = replica.search(query, task.k, allowed)
-        seconds = time.perf_counter() - started
-        worker_metrics.observe_shard_search(self.method, seconds)
+        hits, part = self._search_replica(embedder, task.shard, query, task.k, allowed)
+        worker_metrics.observe_shard_search(self.method, time.perf_counter() - started)
         return ShardSearchResult(
             method=self.method,
-            shard=task.shard,
-            worker=self.worker_name,
             model_version=embedder.version,
-            index_size=len(replica.index),
-            index_kind=replica.last_search_kind,
             results=[
                 Hit(id=hit.id, score=hit.score, rank=rank) for rank, hit in enumerate(hits, start=1)
             ],
-            search_ms=round(1000 * seconds, 2),
+            **part.model_dump(),
+        )
+
+    def _search_replica(
+        self,
+        embedder: Embedder,
+        shard: int,
+        query: np.ndarray,
+        k: int,
+        allowed: set[str] | None,
+    ) -> tuple[list[IndexHit], ShardSearched]:
+        """One shard's exact-scored top k from this process's replica, and what it searched."""
+        started = time.perf_counter()
+        replica = self.replica(embedder, shard)
+        hits = replica.search(query, k, allowed)
+        return hits, ShardSearched(
+            shard=shard,
+            worker=self.worker_name,
+            index_size=len(replica.index),
+            index_kind=replica.last_search_kind,
+            search_ms=round(1000 * (time.perf_counter() - started), 2),
         )
 
     def embed_queries(self, query_keys: dict[str, str]) -> dict[str, "PreparedQuery"]:
