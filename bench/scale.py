@@ -229,8 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     truth = exact_top_k(stored, queries)
     procs = Processes()
     results = []
+    scratch = tempfile.TemporaryDirectory(prefix="bench-scale-")  # its Redis' files
     try:
-        redis_url = start_redis(procs, Path(tempfile.mkdtemp(prefix="bench-scale-")))
+        redis_url = start_redis(procs, Path(scratch.name))
         client = redis.Redis.from_url(redis_url)
         client.config_set("appendonly", "no")  # a bench's data: no need to keep it on disk
         write_catalogue(client, args.vectors)
@@ -242,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(result)
     finally:
         procs.stop()
+        scratch.cleanup()
     table = markdown(args.vectors, results)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "scale.json").write_text(json.dumps(results, indent=2))
