@@ -14,6 +14,13 @@ keeps the count above 0, so no delete starts. Hence an entry never names a missi
   nobody needs), never one too low;
 - a reader that finds a blob gone checks the entry again: gone or replaced meanwhile means
   the image was deleted (None), still there means the blob store lost it (BlobMissing).
+
+On a Redis Cluster the catalogue is split into partitions by a hash of the id
+(shared/keys.py): an entry, its place in its partition's id list and its postings share a
+slot, so an entry still changes in one transaction; a blob's references are in a slot of
+their own, as entries in any partition may name it. The entry scripts then return the names
+whose references to drop instead of dropping them, and the caller drops them right after:
+a crash in between leaves a count too high, the safe side, as above.
 """
 
 import json
@@ -26,6 +33,7 @@ import redis
 
 from shared import keys
 from shared.blobs import BlobMissing, BlobStore, blob_name
+from shared.data_plane import get_many, is_cluster, queue_script
 from shared.images import CanonicalImage
 from shared.index_store import IndexStore
 from shared.metadata_postings import MetadataPostings
@@ -36,7 +44,8 @@ DELETE_MARK_SECONDS: Final = 30
 _RESERVE_POLL_SECONDS: Final = 0.05
 
 _RESERVE = """
--- KEYS: refs hash, then blob:deleting:{name} per name.  ARGV: the names.
+-- KEYS: refs hash, then the deletion mark of each name.  ARGV: the names (their references
+-- all in that hash: every blob's on one Redis, one blob's on a cluster).
 -- A reference to each, unless one is being deleted (then nothing: the caller waits).
 for i = 2, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then return 0 end
@@ -55,7 +64,7 @@ return freed
 """
 
 _CLAIM_DELETE = """
--- KEYS: refs hash, blob:deleting:{name}.  ARGV: name, token, mark milliseconds.
+-- KEYS: the name's refs hash, its deletion mark.  ARGV: name, token, mark milliseconds.
 local count = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
 if count > 0 then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
@@ -70,9 +79,10 @@ return 0
 
 # Writing an entry: its reservation becomes its reference; the references of the entry it
 # replaces go. With ARGV[5] = 'absent' an id already present is left as it is (and the
-# reservation is dropped). Returns {written 0|1, the entry found or '', freed names...}.
+# reservation is dropped). Returns {written 0|1, the entry found or '', freed names...}; with
+# no refs hash (a cluster) the names whose reference the caller is to drop instead.
 _WRITE_ENTRY = """
--- KEYS: meta, ids zset, refs hash.  ARGV: id, meta json, added_at, 'replace'|'absent',
+-- KEYS: meta, ids zset[, refs hash].  ARGV: id, meta json, added_at, 'replace'|'absent',
 --       the new entry's blob names...
 local old = redis.call('GET', KEYS[1])
 local freed, written, drop = {}, 0, {}
@@ -90,21 +100,26 @@ else
   end
 end
 for _, name in ipairs(drop) do
-  if redis.call('HINCRBY', KEYS[3], name, -1) <= 0 then table.insert(freed, name) end
+  if not KEYS[3] or redis.call('HINCRBY', KEYS[3], name, -1) <= 0 then
+    table.insert(freed, name)
+  end
 end
 return {written, old or '', unpack(freed)}
 """
 
 _DELETE_ENTRY = """
--- KEYS: meta, ids zset, refs hash.  ARGV: id.  Returns {deleted 0|1, freed names...}.
+-- KEYS: meta, ids zset[, refs hash].  ARGV: id.  Returns {deleted 0|1, freed names...}
+-- (without the refs hash: the names whose reference the caller is to drop).
 local old = redis.call('GET', KEYS[1])
 if not old then return {0} end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 local entry, freed = cjson.decode(old), {}
 for _, name in ipairs({entry['image_blob'], entry['thumbnail_blob']}) do
-  if type(name) == 'string' and redis.call('HINCRBY', KEYS[3], name, -1) <= 0 then
-    table.insert(freed, name)
+  if type(name) == 'string' then
+    if not KEYS[3] or redis.call('HINCRBY', KEYS[3], name, -1) <= 0 then
+      table.insert(freed, name)
+    end
   end
 end
 return {1, unpack(freed)}
@@ -172,12 +187,13 @@ class Catalogue:
         self.index_store = IndexStore(client)
         self.postings = MetadataPostings(client)
         self._reserve = client.register_script(_RESERVE)
-        self._release = client.register_script(_RELEASE)
+        self._release_script = client.register_script(_RELEASE)
         self._claim_delete = client.register_script(_CLAIM_DELETE)
         self._end_delete = client.register_script(_END_DELETE)
         self._write_entry = client.register_script(_WRITE_ENTRY)
         self._delete_entry = client.register_script(_DELETE_ENTRY)
         self._migrate_entry = client.register_script(_MIGRATE_ENTRY)
+        self.cluster = is_cluster(client)
 
     # Writes
     def put(
@@ -212,10 +228,11 @@ class Catalogue:
         pipe = self.redis.pipeline(transaction=True)
         # Always, not only when an entry was seen above: two uploads of one id at the same
         # moment both see none, and the second must not keep the first one's vectors.
-        self.index_store.forget_image(image_id, pipe=pipe)
+        self._forget_vectors(image_id, pipe)
         self.postings.queue_replace(pipe, image_id, metadata)
         self._queue_write(pipe, meta, "replace")  # last: its result names the freed blobs
-        self._collect(pipe.execute()[-1][2:])
+        self._collect(self._dropped(pipe.execute()[-1][2:]))
+        self._forget_vectors_after(image_id)
         return True
 
     def add_absent(self, entries: list[tuple[ImageMeta, bytes, bytes]]) -> dict[str, str]:
@@ -247,7 +264,7 @@ class Catalogue:
         # Only the entries written get postings: a filter misses an imported image for the
         # moment between the two round trips, never lists one that was not imported.
         listing.execute()
-        self._collect(freed)
+        self._collect(self._dropped(freed))
         return outcome
 
     def delete(self, image_id: str) -> bool:
@@ -255,16 +272,60 @@ class Catalogue:
 
         Its blobs go too unless another entry still names them."""
         pipe = self.redis.pipeline(transaction=True)
-        self.index_store.forget_image(image_id, pipe=pipe)
+        self._forget_vectors(image_id, pipe)
         self.postings.queue_forget(pipe, image_id)
-        self._delete_entry(  # last: its result says whether it was there and frees blobs
-            keys=[keys.catalogue_meta(image_id), keys.CATALOGUE_IDS, keys.BLOB_REFERENCES],
-            args=[image_id],
-            client=pipe,
+        queue_script(  # last: its result says whether it was there and frees blobs
+            self._delete_entry,
+            pipe,
+            self._entry_keys(image_id),
+            [image_id],
         )
         deleted, *freed = pipe.execute()[-1]
-        self._collect(freed)
+        self._collect(self._dropped(freed))
+        self._forget_vectors_after(image_id)
         return bool(deleted)
+
+    def _entry_keys(self, image_id: str) -> list[str]:
+        """What the entry scripts touch: the entry, its partition's id list, and on one Redis
+        the blob references (on a cluster they are elsewhere: see _dropped)."""
+        entry = [
+            keys.catalogue_meta(image_id),
+            keys.catalogue_ids(keys.catalogue_partition(image_id)),
+        ]
+        return entry if self.cluster else [*entry, keys.BLOB_REFERENCES]
+
+    def _dropped(self, names: list) -> list:
+        """The blobs left without references by an entry script: on one Redis it dropped
+        them and returned those at 0; on a cluster it returned those to drop, dropped here."""
+        return self._release(names) if self.cluster and names else names
+
+    def _release(self, names: list) -> list:
+        """Drop one reference to each name; the names left at 0."""
+        freed: list = []
+        for refs, group in self._by_references(names).items():
+            freed += self._release_script(keys=[refs], args=group)
+        return freed
+
+    @staticmethod
+    def _by_references(names: list) -> dict[str, list]:
+        """Names grouped by the hash that counts their references (one on one Redis)."""
+        groups: dict[str, list] = {}
+        for raw in names:
+            name = raw.decode() if isinstance(raw, bytes) else raw
+            groups.setdefault(keys.blob_references(name), []).append(name)
+        return groups
+
+    def _forget_vectors(self, image_id: str, pipe: redis.client.Pipeline) -> None:
+        """On one Redis, drop the id's vectors in the transaction that changes its entry."""
+        if self.index_store.forgets_in_transaction:
+            self.index_store.forget_image(image_id, pipe=pipe)
+
+    def _forget_vectors_after(self, image_id: str) -> None:
+        """On a cluster the indexes are in other slots: drop the id's vectors after its entry
+        changed, which is what makes an embedding that ends meanwhile take its vector back
+        (shared/index_store.py)."""
+        if not self.index_store.forgets_in_transaction:
+            self.index_store.forget_image(image_id)
 
     def _update_metadata(self, image_id: str, content_hash: str, metadata: dict) -> None:
         """Replace an entry's metadata if it still holds that picture (else leave it)."""
@@ -290,32 +351,34 @@ class Catalogue:
 
         The caller's entry write turns the reference into the entry's own (or drops it)."""
         names = [blob_name(jpeg), blob_name(thumbnail)]
+        reserved: list[str] = []
+        try:
+            for refs, group in self._by_references(names).items():
+                self._reserve_names(refs, group)
+                reserved += group
+            self.blobs.put(jpeg)
+            self.blobs.put(thumbnail)
+        except BaseException:
+            self._collect(self._release(reserved))
+            raise
+        return ImageMeta(**{**asdict(meta), "image_blob": names[0], "thumbnail_blob": names[1]})
+
+    def _reserve_names(self, refs: str, names: list[str]) -> None:
+        """A reference to each of ``names`` (all counted in ``refs``), once none of them is
+        being deleted."""
         deadline = time.monotonic() + DELETE_MARK_SECONDS + 1
-        script_keys = [keys.BLOB_REFERENCES, *(keys.blob_deleting(n) for n in names)]
+        script_keys = [refs, *(keys.blob_deleting(n) for n in names)]
         while not self._reserve(keys=script_keys, args=names):
             if time.monotonic() > deadline:  # a mark outlives its expiry only if Redis is ill
                 raise TimeoutError(f"blob {names} stayed marked for deletion")
             time.sleep(_RESERVE_POLL_SECONDS)
-        try:
-            self.blobs.put(jpeg)
-            self.blobs.put(thumbnail)
-        except BaseException:
-            self._collect(self._release(keys=[keys.BLOB_REFERENCES], args=names))
-            raise
-        return ImageMeta(**{**asdict(meta), "image_blob": names[0], "thumbnail_blob": names[1]})
 
     def _queue_write(self, pipe: redis.client.Pipeline, meta: ImageMeta, mode: str) -> None:
-        self._write_entry(
-            keys=[keys.catalogue_meta(meta.id), keys.CATALOGUE_IDS, keys.BLOB_REFERENCES],
-            args=[
-                meta.id,
-                meta.to_json(),
-                meta.added_at,
-                mode,
-                meta.image_blob,
-                meta.thumbnail_blob,
-            ],
-            client=pipe,
+        queue_script(
+            self._write_entry,
+            pipe,
+            self._entry_keys(meta.id),
+            [meta.id, meta.to_json(), meta.added_at, mode, meta.image_blob, meta.thumbnail_blob],
         )
 
     def _collect(self, names: list[bytes | str]) -> None:
@@ -325,7 +388,8 @@ class Catalogue:
             token = uuid.uuid4().hex
             mark = keys.blob_deleting(name)
             if not self._claim_delete(
-                keys=[keys.BLOB_REFERENCES, mark], args=[name, token, DELETE_MARK_SECONDS * 1000]
+                keys=[keys.blob_references(name), mark],
+                args=[name, token, DELETE_MARK_SECONDS * 1000],
             ):
                 continue  # referenced again meanwhile
             try:
@@ -336,7 +400,10 @@ class Catalogue:
     def migrate_legacy(self, batch: int = 256) -> int:
         """Move JPEGs stored in Redis by releases before the blob store into it; returns how
         many entries moved. Idempotent, safe beside uploads, deletes and another migration:
-        an entry changed meanwhile is left to its new writer (or to the next run)."""
+        an entry changed meanwhile is left to its new writer (or to the next run). A cluster
+        has none: those releases never ran on one."""
+        if self.cluster:
+            return 0
         pattern = keys.catalogue_image("*")
         prefix = pattern.removesuffix("*")
         ids = [raw.decode().removeprefix(prefix) for raw in self.redis.scan_iter(pattern, 1000)]
@@ -374,14 +441,24 @@ class Catalogue:
     def get_metas(self, image_ids: list[str]) -> dict[str, ImageMeta]:
         if not image_ids:
             return {}
-        raws = self.redis.mget([keys.catalogue_meta(i) for i in image_ids])
+        raws = get_many(self.redis, [keys.catalogue_meta(i) for i in image_ids])
         return {i: ImageMeta.from_json(raw) for i, raw in zip(image_ids, raws, strict=True) if raw}
 
     def existing(self, image_ids: list[str]) -> set[str]:
         if not image_ids:
             return set()
-        scores = self.redis.zmscore(keys.CATALOGUE_IDS, image_ids)
-        return {i for i, score in zip(image_ids, scores, strict=True) if score is not None}
+        by_partition: dict[int, list[str]] = {}
+        for image_id in image_ids:
+            by_partition.setdefault(keys.catalogue_partition(image_id), []).append(image_id)
+        pipe = self.redis.pipeline(transaction=False)
+        for partition, ids in by_partition.items():
+            pipe.zmscore(keys.catalogue_ids(partition), ids)
+        return {
+            image_id
+            for ids, scores in zip(by_partition.values(), pipe.execute(), strict=True)
+            for image_id, score in zip(ids, scores, strict=True)
+            if score is not None
+        }
 
     def get_image(self, image_id: str) -> bytes | None:
         """The canonical JPEG of an image; None if the id is not in the catalogue."""
@@ -429,9 +506,24 @@ class Catalogue:
         return out
 
     def size(self) -> int:
-        return int(self.redis.zcard(keys.CATALOGUE_IDS))
+        pipe = self.redis.pipeline(transaction=False)
+        for partition in range(keys.catalogue_partitions()):
+            pipe.zcard(keys.catalogue_ids(partition))
+        return sum(int(count) for count in pipe.execute())
 
     def ids(self, offset: int = 0, limit: int | None = None) -> list[str]:
-        """Image ids in the order they were added."""
+        """Image ids in the order they were added (on a cluster: the first offset + limit
+        of each partition, merged)."""
+        partitions = keys.catalogue_partitions()
+        if partitions == 1:
+            end = -1 if limit is None else offset + limit - 1
+            return [raw.decode() for raw in self.redis.zrange(keys.catalogue_ids(), offset, end)]
         end = -1 if limit is None else offset + limit - 1
-        return [raw.decode() for raw in self.redis.zrange(keys.CATALOGUE_IDS, offset, end)]
+        pipe = self.redis.pipeline(transaction=False)
+        for partition in range(partitions):
+            pipe.zrange(keys.catalogue_ids(partition), 0, end, withscores=True)
+        merged = sorted(
+            (added_at, raw.decode()) for listing in pipe.execute() for raw, added_at in listing
+        )
+        chosen = merged[offset:] if limit is None else merged[offset : offset + limit]
+        return [image_id for _, image_id in chosen]

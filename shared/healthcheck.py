@@ -8,14 +8,13 @@ import socket
 import sys
 import time
 
-import redis
-
 from shared import keys, names
-from shared.settings import CommonSettings
+from shared.data_plane import UNAVAILABLE
+from shared.settings import CommonSettings, redis_client
 
 
 def worker_is_healthy(settings: CommonSettings) -> bool:
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=3, socket_connect_timeout=3)
+    client = redis_client(settings)  # the heartbeats are on the data plane
     host = socket.gethostname()
     cutoff = time.time() - keys.WORKER_STALE_SECONDS
     for queue in names.all_queues(settings.index_shards):
@@ -28,7 +27,7 @@ def worker_is_healthy(settings: CommonSettings) -> bool:
 if __name__ == "__main__":
     try:
         healthy = worker_is_healthy(CommonSettings())
-    except redis.RedisError as err:
+    except UNAVAILABLE as err:
         print(f"unhealthy: Redis unreachable ({err})")
         sys.exit(1)
     print("healthy" if healthy else "unhealthy: no recent heartbeat from this host")

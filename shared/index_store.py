@@ -22,16 +22,26 @@ Each index also has an epoch: a random id the first write sets, in the same scri
 index and its epoch exist together. Redis that restarted empty, was flushed, or was given
 another data set has no epoch or another one (or a log that ends before what a replica
 read), and replicas then reload instead of serving vectors of images that are gone.
+On a Redis Cluster (shared/data_plane.py) the catalogue and each index shard are in slots
+of their own, so one script cannot check the catalogue and write a shard. The same two
+guarantees then come from an order instead: a writer stores its vectors, then reads the
+catalogue and takes back each vector whose image is gone or holds another picture by now;
+a delete or replacement changes the catalogue first, then forgets the id in every index.
+Whichever of the two comes second sees the other's work, so no vector outlives its image.
+(A process killed between its two steps can leave one behind; searches never show it, as
+the gateway keeps only results still in the catalogue.)
+
 This module deals in bytes only (no numpy), so the gateway can use it too.
 """
 
+import json
 import uuid
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import redis
 
-from shared import keys
+from shared import data_plane, keys
 from shared.shards import group_by_shard, shard_of
 
 # Entries kept in a change log before trimming; a replica that falls further behind than
@@ -40,17 +50,22 @@ LOG_MAX_ENTRIES = 100_000
 _LOG_TRIM_SLACK = 1_000  # trim in steps rather than on every write
 
 _ADD_VECTORS = """
--- KEYS: registry, prefix..':vectors', prefix..':log', prefix..':floor', prefix..':epoch',
---       then one catalogue meta key per vector.  ARGV: prefix, max log entries, slack, a new
---       epoch (used if the index has none), then (id, vector, content hash the vector was
---       made from, or '' for any) triples.
-local registry, vectors, log, floor, epoch = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+-- KEYS: prefix..':vectors', prefix..':log', prefix..':floor', prefix..':epoch', then either
+--       the registry and one catalogue meta key per vector (checked here: one Redis), or
+--       nothing more (a cluster: the caller checks the catalogue after).  ARGV: prefix, max
+--       log entries, slack, a new epoch (used if the index has none), then (id, vector,
+--       content hash the vector was made from, or '' for any) triples.
+local vectors, log, floor, epoch = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local checked = #KEYS > 4
 local added = 0
-for i = 6, #KEYS do
-  local n = i - 5
+for n = 1, (#ARGV - 4) / 3 do
   local image_id, vector, made_from = ARGV[2 + 3 * n], ARGV[3 + 3 * n], ARGV[4 + 3 * n]
-  local meta = redis.call('GET', KEYS[i])
-  if meta and (made_from == '' or cjson.decode(meta)['content_hash'] == made_from) then
+  local keep = not checked
+  if checked then
+    local meta = redis.call('GET', KEYS[5 + n])
+    keep = meta and (made_from == '' or cjson.decode(meta)['content_hash'] == made_from)
+  end
+  if keep then
     redis.call('HSET', vectors, image_id, vector)
     redis.call('XADD', log, '*', 'op', 'add', 'id', image_id)
     added = added + 1
@@ -58,7 +73,7 @@ for i = 6, #KEYS do
 end
 if added > 0 then
   redis.call('SET', epoch, ARGV[4], 'NX')
-  redis.call('SADD', registry, ARGV[1])
+  if checked then redis.call('SADD', KEYS[5], ARGV[1]) end
   local max_entries, slack = tonumber(ARGV[2]), tonumber(ARGV[3])
   local length = redis.call('XLEN', log)
   if length > max_entries + slack then
@@ -90,6 +105,21 @@ local removed = 0
 for _, image_id in ipairs(ARGV) do
   if redis.call('HDEL', KEYS[1], image_id) == 1 then
     redis.call('XADD', KEYS[2], '*', 'op', 'del', 'id', image_id)
+    removed = removed + 1
+  end
+end
+return removed
+"""
+
+
+_TAKE_BACK_VECTORS = """
+-- KEYS: one index shard's prefix..':vectors', prefix..':log'.  ARGV: (id, vector) pairs.
+-- Removes each id's vector if it is still the one given (not one stored since), logged.
+local removed = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    redis.call('XADD', KEYS[2], '*', 'op', 'del', 'id', ARGV[i])
     removed = removed + 1
   end
 end
@@ -137,6 +167,10 @@ class IndexStore:
         self._add_vectors = client.register_script(_ADD_VECTORS)
         self._forget_image = client.register_script(_FORGET_IMAGE)
         self._remove_vectors = client.register_script(_REMOVE_VECTORS)
+        self._take_back_vectors = client.register_script(_TAKE_BACK_VECTORS)
+        # One Redis: a catalogue change and the forgetting of the id's vectors are one
+        # transaction. A cluster: the catalogue changes, then forget_image runs (see above).
+        self.forgets_in_transaction = not data_plane.is_cluster(client)
 
     def vectors_key(self, method: str, version: str, shard: int) -> str:
         return keys.index_vectors(method, version, shard, self.shards)
@@ -173,27 +207,56 @@ class IndexStore:
         vectors: dict[str, bytes],
         made_from: dict[str, str],
     ) -> int:
+        prefix = keys.index_prefix(method, version, shard, self.shards)
         script_keys = [
-            keys.INDEX_REGISTRY,
             keys.index_vectors(method, version, shard, self.shards),
             keys.index_log(method, version, shard, self.shards),
             keys.index_floor(method, version, shard, self.shards),
             keys.index_epoch(method, version, shard, self.shards),
-            *(keys.catalogue_meta(image_id) for image_id in ids),
         ]
-        args: list[str | bytes | int] = [
-            keys.index_prefix(method, version, shard, self.shards),
-            LOG_MAX_ENTRIES,
-            _LOG_TRIM_SLACK,
-            uuid.uuid4().hex,
-        ]
+        if self.forgets_in_transaction:
+            script_keys += [keys.INDEX_REGISTRY, *(keys.catalogue_meta(i) for i in ids)]
+        else:  # listed before the first vector, so a delete from now on looks in it
+            self.redis.sadd(keys.INDEX_REGISTRY, prefix)
+        args: list[str | bytes | int] = [prefix, LOG_MAX_ENTRIES, _LOG_TRIM_SLACK, uuid.uuid4().hex]
         for image_id in ids:
             args += [image_id, vectors[image_id], made_from.get(image_id, "")]
-        return int(self._add_vectors(keys=script_keys, args=args))
+        added = int(self._add_vectors(keys=script_keys, args=args))
+        if self.forgets_in_transaction:
+            return added
+        return added - self._take_back_stale(script_keys[:2], ids, vectors, made_from)
+
+    def _take_back_stale(
+        self,
+        shard_keys: list[str],
+        ids: list[str],
+        vectors: dict[str, bytes],
+        made_from: dict[str, str],
+    ) -> int:
+        """After storing vectors on a cluster: take back those whose image has left the
+        catalogue or holds another picture by now; returns how many. ``shard_keys``: the
+        shard's vectors and log."""
+        metas = data_plane.get_many(self.redis, [keys.catalogue_meta(i) for i in ids])
+        stale: list[str | bytes] = []
+        for image_id, raw in zip(ids, metas, strict=True):
+            wanted = made_from.get(image_id, "")
+            if raw is None or (wanted and json.loads(raw)["content_hash"] != wanted):
+                stale += [image_id, vectors[image_id]]
+        if not stale:
+            return 0
+        return int(self._take_back_vectors(keys=shard_keys, args=stale))
 
     def forget_image(self, image_id: str, pipe: redis.client.Pipeline | None = None) -> None:
-        """Remove an image's vectors from every index (queued on ``pipe`` when given)."""
-        self._forget_image(keys=[keys.INDEX_REGISTRY], args=[image_id], client=pipe)
+        """Remove an image's vectors from every index (queued on ``pipe`` when given; on a
+        cluster never queued: call it after the catalogue change, see above)."""
+        if self.forgets_in_transaction:
+            self._forget_image(keys=[keys.INDEX_REGISTRY], args=[image_id], client=pipe)
+            return
+        if pipe is not None:
+            raise ValueError("on a Redis Cluster an image is forgotten after its transaction")
+        for raw in self.redis.smembers(keys.INDEX_REGISTRY):
+            prefix = raw.decode()
+            self._remove_vectors(keys=[f"{prefix}:vectors", f"{prefix}:log"], args=[image_id])
 
     def remove_vectors(self, method: str, version: str, image_ids: list[str]) -> int:
         """Remove these ids' vectors from this one index, whatever else holds them (a

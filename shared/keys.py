@@ -82,12 +82,42 @@ Gateway:
 Workers:
     workers:{queue}                  ZSET worker hostname -> last heartbeat (unix seconds);
                                      silent for WORKER_STALE_SECONDS = gone
+
+On a Redis Cluster (REDIS_CLUSTER_NODES, use_cluster_layout below) the same keys carry hash
+tags, so that every key a transaction or a Lua script touches is in one slot while the data
+spreads over the masters:
+    the catalogue, split into CLUSTER_CATALOGUE_PARTITIONS partitions by a hash of the id:
+        "catalog:{part-<p>}:meta:{id}", "catalog:{part-<p>}:ids", its postings
+        "catalog:{part-<p>}:by-meta:...": an entry, its id list and its postings change
+        together, in one transaction
+    a blob's references and deletion mark: "blob:{<name>}:refs" (a hash with the one
+        field), "blob:{<name>}:deleting" (entries of any partition may name the blob)
+    an index shard: "index:{vgg16:<version>}:vectors", with its :log, :floor and :epoch
+        (the prefix's tail in braces); the registry stays "index:registry"
+    a method's versions and models: "index:{vgg16}:active", "model:{vgg16}:<version>", ...
+    a job's keys: "job:{<job id>}", "job:{<job id>}:view", "query:{<job id>}", ...
+Single keys (fusion, rate limits, heartbeats) are left as they are. What no longer fits one
+script there (an index write beside the catalogue check, a delete beside every index, an
+entry beside its blobs' references) is done in an order that keeps the guarantees
+(shared/index_store.py, shared/catalogue.py).
 """
 
 from typing import Final
 
+from shared.shards import shard_of
+
+# Whether keys carry Redis Cluster hash tags: set once at start-up (use_cluster_layout), the
+# same in every process of a deployment, as the data's place depends on it.
+_cluster_layout = False
+# On a cluster the catalogue is split by a hash of the image id into this many partitions,
+# each a slot of its own, so it spreads over the masters as the indexes do (more than any
+# cluster has masters; part of the key names, so fixed).
+CLUSTER_CATALOGUE_PARTITIONS: Final = 64
+
+# The names on one Redis (on a cluster: catalogue_ids(p), blob_references(name), ...).
 CATALOGUE_IDS: Final = "catalog:ids"
 BLOB_REFERENCES: Final = "blob:refs"
+CATALOGUE_POSTINGS_READY: Final = "catalog:by-meta-ready"
 INDEX_REGISTRY: Final = "index:registry"
 FUSION_WEIGHTS: Final = "fusion:weights"
 FUSION_FIT_REQUESTED_SIZE: Final = "fusion:fit-requested-size"
@@ -96,69 +126,105 @@ WORKER_STALE_SECONDS: Final = 30.0
 TRAINING_LEASE_SECONDS: Final = 600
 
 
+def use_cluster_layout(enabled: bool = True) -> None:
+    """Spell keys for a Redis Cluster (hash tags) or for one Redis (the stored names)."""
+    global _cluster_layout
+    _cluster_layout = enabled
+
+
+def _tag(part: str) -> str:
+    """``part`` as a hash tag on a cluster ("{part}"): the keys that share it share a slot."""
+    return f"{{{part}}}" if _cluster_layout else part
+
+
+def catalogue_partitions() -> int:
+    return CLUSTER_CATALOGUE_PARTITIONS if _cluster_layout else 1
+
+
+def catalogue_partition(image_id: str) -> int:
+    """The catalogue partition of an image (always 0 on one Redis)."""
+    return shard_of(image_id, catalogue_partitions())
+
+
+def _catalogue(partition: int, rest: str) -> str:
+    """ "catalog:{rest}" on one Redis, "catalog:{part-<p>}:{rest}" on a cluster."""
+    return f"catalog:{{part-{partition}}}:{rest}" if _cluster_layout else f"catalog:{rest}"
+
+
+def catalogue_ids(partition: int = 0) -> str:
+    return _catalogue(partition, "ids")
+
+
 def catalogue_image(image_id: str) -> str:
-    return f"catalog:image:{image_id}"
+    return _catalogue(catalogue_partition(image_id), f"image:{image_id}")
 
 
 def catalogue_thumb(image_id: str) -> str:
-    return f"catalog:thumb:{image_id}"
+    return _catalogue(catalogue_partition(image_id), f"thumb:{image_id}")
 
 
 def catalogue_meta(image_id: str) -> str:
-    return f"catalog:meta:{image_id}"
+    return _catalogue(catalogue_partition(image_id), f"meta:{image_id}")
 
 
-def catalogue_posting(key_json: str, value_text: str) -> str:
-    return f"catalog:by-meta:{key_json}={value_text}"
+def catalogue_posting(key_json: str, value_text: str, partition: int = 0) -> str:
+    return _catalogue(partition, f"by-meta:{key_json}={value_text}")
 
 
 def catalogue_postings_of(image_id: str) -> str:
-    return f"catalog:by-meta-of:{image_id}"
+    return _catalogue(catalogue_partition(image_id), f"by-meta-of:{image_id}")
 
 
-CATALOGUE_POSTINGS_READY: Final = "catalog:by-meta-ready"
+def catalogue_postings_ready(partition: int = 0) -> str:
+    return _catalogue(partition, "by-meta-ready")
+
+
+def blob_references(name: str) -> str:
+    """The hash that counts ``name``'s references: one for all blobs on one Redis, one per
+    blob on a cluster (a slot of its own; the catalogue entries naming it are elsewhere)."""
+    return f"blob:{{{name}}}:refs" if _cluster_layout else BLOB_REFERENCES
 
 
 def blob_deleting(name: str) -> str:
-    return f"blob:deleting:{name}"
+    return f"blob:{{{name}}}:deleting" if _cluster_layout else f"blob:deleting:{name}"
 
 
 def job(job_id: str) -> str:
-    return f"job:{job_id}"
+    return f"job:{_tag(job_id)}"
 
 
 def job_view(job_id: str) -> str:
-    return f"job:{job_id}:view"
+    return f"job:{_tag(job_id)}:view"
 
 
 def query_image(job_id: str) -> str:
-    return f"query:{job_id}"
+    return f"query:{_tag(job_id)}"
 
 
 def query_vector(job_id: str, method: str) -> str:
-    return f"query:{job_id}:{method}:vector"
+    return f"query:{_tag(job_id)}:{method}:vector"
 
 
 def staged_images(job_id: str) -> str:
-    return f"staged:{job_id}"
+    return f"staged:{_tag(job_id)}"
 
 
 def active_version(method: str) -> str:
-    return f"index:{method}:active"
+    return f"index:{_tag(method)}:active"
 
 
 def building_versions(method: str) -> str:
-    return f"index:{method}:building"
+    return f"index:{_tag(method)}:building"
 
 
 def retained_versions(method: str) -> str:
-    return f"index:{method}:retained"
+    return f"index:{_tag(method)}:retained"
 
 
 def index_prefix(method: str, version: str, shard: int = 0, shards: int = 1) -> str:
     """The prefix of shard ``shard`` of ``shards``; one shard keeps the unsharded keys."""
-    prefix = f"index:{method}:{version}"
-    return prefix if shards == 1 else f"{prefix}:shard-{shard}-of-{shards}"
+    shard_part = f"{version}" if shards == 1 else f"{version}:shard-{shard}-of-{shards}"
+    return f"index:{_tag(f'{method}:{shard_part}')}"
 
 
 def index_vectors(method: str, version: str, shard: int = 0, shards: int = 1) -> str:
@@ -178,19 +244,19 @@ def index_epoch(method: str, version: str, shard: int = 0, shards: int = 1) -> s
 
 
 def model_blob(method: str, version: str) -> str:
-    return f"model:{method}:{version}"
+    return f"model:{_tag(method)}:{version}"
 
 
 def model_meta(method: str, version: str) -> str:
-    return f"model:{method}:{version}:meta"
+    return f"model:{_tag(method)}:{version}:meta"
 
 
 def model_artifact(method: str, version: str, name: str) -> str:
-    return f"model:{method}:{version}:{name}"
+    return f"model:{_tag(method)}:{version}:{name}"
 
 
 def model_versions(method: str) -> str:
-    return f"model:{method}:versions"
+    return f"model:{_tag(method)}:versions"
 
 
 def workers(queue: str) -> str:
@@ -198,15 +264,15 @@ def workers(queue: str) -> str:
 
 
 def training_lease(method: str) -> str:
-    return f"model:{method}:training"
+    return f"model:{_tag(method)}:training"
 
 
 def training_run(method: str, task_id: str, attempt: int) -> str:
-    return f"model:{method}:train-run:{task_id}:{attempt}"
+    return f"model:{_tag(method)}:train-run:{task_id}:{attempt}"
 
 
 def retrain_started_at_size(method: str) -> str:
-    return f"model:{method}:retrain-size"
+    return f"model:{_tag(method)}:retrain-size"
 
 
 def rate_limit(identity: str, minute: int) -> str:

@@ -12,6 +12,9 @@ Only top-level values that are strings, numbers or booleans are listed (a filter
 nothing else). Values are spelled as JSON, so "1" (a string) and 1 (a number) differ, while
 1 and 1.0 are the same number. Catalogues stored before these sets existed are listed once
 by ``ensure_backfilled``, idempotently, before the first filter is resolved.
+
+On a Redis Cluster each catalogue partition (shared/keys.py) has posting sets of its own,
+in the slot of its entries; a filter is then one SINTER per partition, united.
 """
 
 import json
@@ -22,6 +25,7 @@ from typing import Any
 import redis
 
 from shared import keys
+from shared.data_plane import queue_in_one_slot, queue_script
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +61,14 @@ def value_text(value: Any) -> str | None:
     return None
 
 
-def posting_keys(metadata: dict[str, Any]) -> list[str]:
-    """The posting keys that list an image with this metadata."""
+def posting_keys(metadata: dict[str, Any], partition: int = 0) -> list[str]:
+    """The posting keys that list an image with this metadata (in its partition)."""
     found = []
     for key, value in metadata.items():
         text = value_text(value)
         if text is not None:
-            found.append(keys.catalogue_posting(json.dumps(key, ensure_ascii=False), text))
+            key_json = json.dumps(key, ensure_ascii=False)
+            found.append(keys.catalogue_posting(key_json, text, partition))
     return found
 
 
@@ -76,23 +81,26 @@ class MetadataPostings:
 
     def queue_replace(self, pipe: redis.client.Pipeline, image_id: str, metadata: dict) -> None:
         """List ``image_id`` under its metadata (and nothing else), within ``pipe``."""
-        self._replace(
-            keys=[keys.catalogue_postings_of(image_id)],
-            args=[image_id, *posting_keys(metadata)],
-            client=pipe,
+        queue_script(
+            self._replace,
+            pipe,
+            [keys.catalogue_postings_of(image_id)],
+            [image_id, *posting_keys(metadata, keys.catalogue_partition(image_id))],
         )
 
     def queue_forget(self, pipe: redis.client.Pipeline, image_id: str) -> None:
         """Take ``image_id`` out of every posting set, within ``pipe``."""
-        self._replace(keys=[keys.catalogue_postings_of(image_id)], args=[image_id], client=pipe)
+        queue_script(self._replace, pipe, [keys.catalogue_postings_of(image_id)], [image_id])
 
     def matching(self, conditions: dict[str, Any]) -> set[str]:
         """The ids of the catalogue images whose metadata meets every condition."""
         self.ensure_backfilled()
-        wanted = posting_keys(conditions)
-        if len(wanted) != len(conditions):  # a condition on a value never listed
+        if len(posting_keys(conditions)) != len(conditions):  # a value never listed
             return set()
-        return {raw.decode() for raw in self.redis.sinter(wanted)}
+        pipe = self.redis.pipeline(transaction=False)
+        for partition in range(keys.catalogue_partitions()):
+            queue_in_one_slot(pipe, "SINTER", posting_keys(conditions, partition))
+        return {raw.decode() for found in pipe.execute() for raw in found}
 
     def ensure_backfilled(self) -> None:
         """List every entry stored before the posting sets existed; once, idempotently.
@@ -100,13 +108,20 @@ class MetadataPostings:
         Each batch is written under WATCH on its entries' metadata, so an entry changed or
         deleted meanwhile is read again rather than listed as it was.
         """
-        if self.redis.exists(keys.CATALOGUE_POSTINGS_READY):
-            return
-        ids = [raw.decode() for raw in self.redis.zrange(keys.CATALOGUE_IDS, 0, -1)]
-        for start in range(0, len(ids), BACKFILL_BATCH):
-            self._backfill(ids[start : start + BACKFILL_BATCH])
-        self.redis.set(keys.CATALOGUE_POSTINGS_READY, 1)
-        log.info("metadata postings backfilled", extra={"images": len(ids)})
+        partitions = range(keys.catalogue_partitions())
+        pipe = self.redis.pipeline(transaction=False)
+        for partition in partitions:
+            pipe.exists(keys.catalogue_postings_ready(partition))
+        for partition, done in zip(partitions, pipe.execute(), strict=True):
+            if done:
+                continue
+            ready = keys.catalogue_postings_ready(partition)
+            listing = self.redis.zrange(keys.catalogue_ids(partition), 0, -1)
+            ids = [raw.decode() for raw in listing]
+            for start in range(0, len(ids), BACKFILL_BATCH):
+                self._backfill(ids[start : start + BACKFILL_BATCH])
+            self.redis.set(ready, 1)
+            log.info("metadata postings backfilled", extra={"images": len(ids)})
 
     def _backfill(self, image_ids: list[str]) -> None:
         meta_keys = [keys.catalogue_meta(i) for i in image_ids]
@@ -114,7 +129,7 @@ class MetadataPostings:
             while True:
                 try:
                     pipe.watch(*meta_keys)
-                    metas = pipe.mget(meta_keys)
+                    metas = pipe.execute_command("MGET", *meta_keys)  # watched: at once
                     pipe.multi()
                     for image_id, raw in zip(image_ids, metas, strict=True):
                         if raw is not None:

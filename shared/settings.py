@@ -12,6 +12,8 @@ import redis
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from shared import data_plane, keys
+
 PLACEHOLDER_SECRETS = frozenset(
     {"", "changeme", "change-me", "change_me", "secret", "password", "apikey"}
 )
@@ -26,6 +28,11 @@ class CommonSettings(BaseSettings):
 
     environment: Literal["development", "test", "production"] = "development"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # The data plane on a Redis Cluster instead (comma-separated host:port of some of its
+    # nodes; empty = everything on REDIS_URL): catalogue, indexes, models and job records go
+    # there, with hash-tagged keys (shared/keys.py). The Celery broker and result backend stay
+    # on REDIS_URL, as Celery's Redis transport does not speak the cluster protocol.
+    redis_cluster_nodes: Annotated[tuple[str, ...], NoDecode] = ()
     # Seconds a Redis call may block before the service reports Redis as unavailable.
     redis_timeout_seconds: float = Field(default=5.0, gt=0)
     # How long job records, Celery results and uploaded query images are kept.
@@ -60,6 +67,20 @@ class CommonSettings(BaseSettings):
     # them, the autoencoder trainer reads them; search and index workers need it only when an
     # upload's staged copy has expired (README.md, "Several machines").
     blob_store_dir: Path = Path("var/blobs")
+
+    @field_validator("redis_cluster_nodes", mode="before")
+    @classmethod
+    def _host_ports(cls, raw: object) -> object:
+        if not isinstance(raw, str):
+            return raw
+        nodes = tuple(part.strip() for part in raw.split(",") if part.strip())
+        for node in nodes:
+            host, _, port = node.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(
+                    f"REDIS_CLUSTER_NODES takes host:port pairs such as 10.0.0.5:7000; got {node!r}"
+                )
+        return nodes
 
     @model_validator(mode="after")
     def _refuse_placeholder_redis_password(self) -> "CommonSettings":
@@ -106,7 +127,22 @@ class WorkerSettings(CommonSettings):
 
 
 def redis_client(settings: CommonSettings) -> redis.Redis:
-    """A client on REDIS_URL whose calls fail after REDIS_TIMEOUT_SECONDS instead of hanging."""
+    """A client on the data plane (REDIS_URL, or the cluster of REDIS_CLUSTER_NODES) whose
+    calls fail after REDIS_TIMEOUT_SECONDS instead of hanging.
+
+    On a cluster it also switches this process to the cluster's key layout (hash tags,
+    shared/keys.py): every process of a deployment is given the same setting."""
+    if settings.redis_cluster_nodes:
+        keys.use_cluster_layout()
+        return data_plane.cluster_client(
+            settings.redis_cluster_nodes, settings.redis_timeout_seconds
+        )
+    return broker_client(settings)
+
+
+def broker_client(settings: CommonSettings) -> redis.Redis:
+    """A client on REDIS_URL, the Celery broker and result backend (on a cluster deployment
+    not the data plane): its queue lengths, unacknowledged tasks and task results."""
     return redis.Redis.from_url(
         settings.redis_url,
         socket_timeout=settings.redis_timeout_seconds,

@@ -31,6 +31,7 @@ import redis
 
 from shared import keys, names
 from shared.catalogue import ImageMeta
+from shared.data_plane import get_many, is_cluster
 from shared.index_store import IndexStore, parse_stream_id
 from shared.settings import CommonSettings, redis_client
 
@@ -147,7 +148,7 @@ def _copy_current(
     vector of a picture that is gone never enters the new layout."""
     if not image_ids:
         return 0
-    metas = source.redis.mget([keys.catalogue_meta(i) for i in image_ids])
+    metas = get_many(source.redis, [keys.catalogue_meta(i) for i in image_ids])
     made_from = {
         image_id: ImageMeta.from_json(raw).content_hash
         for image_id, raw in zip(image_ids, metas, strict=True)
@@ -167,7 +168,8 @@ def drop_layout(client: redis.Redis, shards: int, method: str, version: str) -> 
     dropped = 0
     for shard in range(shards):
         prefix = keys.index_prefix(method, version, shard, shards)
-        pipe = client.pipeline(transaction=True)
+        # One transaction on one Redis; on a cluster the registry is in another slot.
+        pipe = client.pipeline(transaction=not is_cluster(client))
         pipe.srem(keys.INDEX_REGISTRY, prefix)
         pipe.delete(*(f"{prefix}:{suffix}" for suffix in ("vectors", "log", "floor", "epoch")))
         dropped += pipe.execute()[1]

@@ -9,7 +9,7 @@ from shared.blobs import open_blob_store
 from shared.catalogue import Catalogue
 from shared.celery_app import make_celery
 from shared.logs import configure_logging
-from shared.settings import redis_client
+from shared.settings import broker_client, redis_client
 
 from .apidoc import docs
 from .auth import register_rate_limit
@@ -37,6 +37,10 @@ def create_app(settings: GatewaySettings | None = None) -> Flask:
     app.extensions["settings"] = settings
     client = redis_client(settings)
     app.extensions["redis"] = client
+    # The Celery broker's Redis: the data plane's own, unless that is a cluster.
+    app.extensions["broker_redis"] = (
+        broker_client(settings) if settings.redis_cluster_nodes else client
+    )
     app.extensions["catalogue"] = Catalogue(client, open_blob_store(settings))
     app.extensions["celery"] = make_celery(settings, "gateway")
     app.extensions["wait_slots"] = WaitSlots(settings.max_waiting_requests)

@@ -18,6 +18,11 @@ def redis_client() -> redis.Redis:
     return current_app.extensions["redis"]
 
 
+def broker_redis() -> redis.Redis:
+    """The Redis at REDIS_URL: Celery's queues and task results."""
+    return current_app.extensions["broker_redis"]
+
+
 def catalogue() -> Catalogue:
     return current_app.extensions["catalogue"]
 

@@ -4,12 +4,12 @@ import logging
 from typing import TypeVar
 
 import kombu.exceptions
-import redis
 from flask import Flask, jsonify, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from shared.contracts import first_problem
+from shared.data_plane import UNAVAILABLE
 from shared.images import ImageRejected
 
 from .decoding import DecodersBusy
@@ -79,12 +79,14 @@ def register_error_handlers(app: Flask) -> None:
         response.headers["Retry-After"] = str(err.retry_after)
         return response
 
-    @app.errorhandler(redis.RedisError)
-    def _redis_down(err: redis.RedisError):
+    def _redis_down(err: Exception):
         log.error("redis unavailable", extra={"error": str(err), "path": request.path})
         return error_response(
             503, "storage_unavailable", "the service's storage (Redis) is not reachable; try again"
         )
+
+    for unavailable in UNAVAILABLE:  # one Redis's errors, and a cluster client's own
+        app.register_error_handler(unavailable, _redis_down)
 
     @app.errorhandler(kombu.exceptions.OperationalError)
     def _broker_down(err: Exception):

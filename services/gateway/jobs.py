@@ -48,7 +48,7 @@ from shared.jobs import (
 from shared.shards import merge_top_k
 
 from .catalogue import image_links
-from .context import catalogue, celery, redis_client, settings
+from .context import broker_redis, catalogue, celery, redis_client, settings
 from .errors import ApiError, validated
 from .results import decorate, fuse_rankings
 from .waiting import wait_for_change
@@ -206,7 +206,7 @@ def _task_records(job: JobRecord) -> list[bytes | None]:
     shards = settings().index_shards
     if job.kind == "search" and shards > 1:  # and the shard searches its workers may send
         ids += [shard_task_id(job.id, m, k) for m in job.methods for k in range(shards)]
-    return redis_client().mget([backend.get_key_for_task(tid) for tid in ids])
+    return broker_redis().mget([backend.get_key_for_task(tid) for tid in ids])
 
 
 def job_view(job: JobRecord) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from shared import keys, names
 from shared.fusion import stored_fit, weights_in_use
 
 from .auth import given_key, key_is_valid
-from .context import catalogue, index_store, redis_client, settings
+from .context import broker_redis, catalogue, index_store, redis_client, settings
 
 
 def health() -> tuple[dict[str, Any], int]:
@@ -18,18 +18,15 @@ def health() -> tuple[dict[str, Any], int]:
     except Exception as err:  # noqa: BLE001 - any failure here means "not healthy"
         return {"status": "unavailable", "redis": f"unreachable: {err}"}, 503
     now = time.time()
-    pipe = client.pipeline(transaction=False)
     queues = names.all_queues(settings().index_shards)
+    heartbeats = client.pipeline(transaction=False)
+    waiting = broker_redis().pipeline(transaction=False)  # the broker's list per queue
     for queue in queues:
-        pipe.zrangebyscore(keys.workers(queue), now - keys.WORKER_STALE_SECONDS, "+inf")
-        pipe.llen(queue)
-    replies = pipe.execute()
+        heartbeats.zrangebyscore(keys.workers(queue), now - keys.WORKER_STALE_SECONDS, "+inf")
+        waiting.llen(queue)
     workers = {
-        queue: {
-            "workers": sorted(w.decode() for w in replies[2 * n]),
-            "waiting": replies[2 * n + 1],
-        }
-        for n, queue in enumerate(queues)
+        queue: {"workers": sorted(w.decode() for w in live), "waiting": count}
+        for queue, live, count in zip(queues, heartbeats.execute(), waiting.execute(), strict=True)
     }
     missing = [queue for queue, entry in workers.items() if not entry["workers"]]
     status = "degraded" if missing else "ok"

@@ -38,6 +38,7 @@ from shared.contracts import (
     ShardSearchResult,
     ShardTask,
 )
+from shared.data_plane import UNAVAILABLE, get_many
 from shared.index_store import IndexStore
 from shared.jobs import shard_task_id
 from shared.runtime import worker_metrics
@@ -51,7 +52,7 @@ from shared.runtime.vector_index import (
     vector_from_bytes,
     vector_to_bytes,
 )
-from shared.settings import WorkerSettings, redis_client
+from shared.settings import WorkerSettings, broker_client, redis_client
 from shared.shards import merge_top_k
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,8 @@ class MethodService(ABC):
         self.settings = settings
         self.batch_size = batch_size
         self.redis = redis_client(settings)
+        # The Celery broker's Redis: the data plane's own, unless that is a cluster.
+        self.broker = broker_client(settings) if settings.redis_cluster_nodes else self.redis
         self.catalogue = Catalogue(self.redis, open_blob_store(settings))
         self.store = IndexStore(self.redis, settings.index_shards)
         self.worker_name = socket.gethostname()  # replaced by the Celery node name at start
@@ -302,7 +305,8 @@ class MethodService(ABC):
 
         started = time.perf_counter()
         images, task_ids = [], []
-        for task_id, jpeg in zip(query_keys, self.redis.mget(query_keys.values()), strict=True):
+        jpegs = get_many(self.redis, list(query_keys.values()))  # of other jobs: other slots
+        for task_id, jpeg in zip(query_keys, jpegs, strict=True):
             if jpeg is None:
                 continue
             try:
@@ -469,8 +473,10 @@ class Heartbeat:
         queues: list[str],
         unacked_index_key: str | None = None,
         running_tags: Callable[[], list[str]] = running_delivery_tags,
+        broker: redis.Redis | None = None,
     ) -> None:
         self.client = client
+        self.broker = broker or client  # where unacked_index is: the Celery broker's Redis
         self.hostname = hostname
         self.queues = queues
         self.unacked_index_key = unacked_index_key
@@ -486,7 +492,7 @@ class Heartbeat:
         try:
             for queue in self.queues:
                 self.client.zrem(keys.workers(queue), self.hostname)
-        except redis.RedisError:
+        except UNAVAILABLE:
             pass  # Redis gone too; the entry goes stale by itself
 
     def _run(self) -> None:
@@ -497,17 +503,21 @@ class Heartbeat:
                 for queue in self.queues:
                     pipe.zadd(keys.workers(queue), {self.hostname: now})
                     pipe.zremrangebyscore(keys.workers(queue), 0, now - keys.WORKER_STALE_SECONDS)
+                if self.broker is not self.client:
+                    pipe.execute()
+                    pipe = self.broker.pipeline(transaction=False)
                 if self.unacked_index_key:
                     # XX: only renew what is still there; an acknowledged task stays gone.
                     for tag in self.running_tags():
                         pipe.zadd(self.unacked_index_key, {tag: now}, xx=True)
                 pipe.execute()
-            except redis.RedisError as err:
+            except UNAVAILABLE as err:
                 log.warning("heartbeat failed", extra={"error": str(err)})
             self._stop.wait(keys.WORKER_HEARTBEAT_SECONDS)
 
 
-TRANSIENT_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+# ClusterDownError: a cluster that lost a master refuses every command until it is back.
+TRANSIENT_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterDownError)
 
 
 def unacked_index_key(app: Celery) -> str:
@@ -617,7 +627,11 @@ def register_method_tasks(app: Celery, service: MethodService) -> None:
         service.load()
         worker_metrics.start_metrics_server(service.settings.worker_metrics_port)
         heartbeat = Heartbeat(
-            service.redis, state["hostname"], state["queues"], unacked_index_key(app)
+            service.redis,
+            state["hostname"],
+            state["queues"],
+            unacked_index_key(app),
+            broker=service.broker,
         )
         heartbeat.start()
         state["heartbeat"] = heartbeat
@@ -645,7 +659,7 @@ def search_batcher(service: MethodService) -> QueryBatcher | None:
         size,
         service.settings.search_batch_wait_ms / 1000,
         prepare,
-        queued=lambda: service.redis.llen(queue),
+        queued=lambda: service.broker.llen(queue),
     )
 
 

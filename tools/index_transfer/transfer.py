@@ -14,6 +14,7 @@ import redis
 from shared import keys, names
 from shared.blobs import BlobMissing
 from shared.catalogue import Catalogue, ImageMeta
+from shared.data_plane import get_many, is_cluster
 from shared.index_store import IndexStore
 from shared.model_store import ModelStore
 from shared.runtime.vector_index import decode_vector, vector_from_bytes, vector_to_bytes
@@ -95,12 +96,19 @@ def _read_entries(
 ) -> Iterator[tuple[ImageEntry, bytes]]:
     """Each id's vector with its entry and JPEGs. Vectors and entries are read together,
     and an entry names its blobs by content, so the JPEGs are those the vector was made
-    from; an image deleted before its JPEGs were read is left out."""
-    pipe = catalogue.redis.pipeline(transaction=True)
-    store.queue_get_vectors(pipe, method, version, ids)
-    pipe.mget([keys.catalogue_meta(i) for i in ids])
-    *vector_replies, metas = pipe.execute()
-    vectors = store.gathered_vectors(ids, vector_replies)
+    from; an image deleted before its JPEGs were read is left out. (On a Redis Cluster
+    the two are in different slots and read one after the other: an image replaced while
+    it is exported may go out with its old vector.)"""
+    meta_keys = [keys.catalogue_meta(i) for i in ids]
+    if is_cluster(catalogue.redis):
+        vectors = store.get_vectors(method, version, ids)
+        metas = get_many(catalogue.redis, meta_keys)
+    else:
+        pipe = catalogue.redis.pipeline(transaction=True)
+        store.queue_get_vectors(pipe, method, version, ids)
+        pipe.mget(meta_keys)
+        *vector_replies, metas = pipe.execute()
+        vectors = store.gathered_vectors(ids, vector_replies)
     for vector, raw in zip(vectors, metas, strict=True):
         if not (vector and raw):
             continue
