@@ -19,7 +19,8 @@ RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['p
 # converted and hash-checked) and checked value by value, never at run time. Only the files
 # the fetch command imports are copied, so other code changes do not fetch them again.
 FROM dependencies AS weights
-COPY shared/__init__.py shared/settings.py shared/logs.py /tmp/src/shared/
+COPY shared/__init__.py shared/settings.py shared/logs.py shared/data_plane.py shared/keys.py \
+     shared/shards.py /tmp/src/shared/
 COPY services/__init__.py /tmp/src/services/
 COPY services/vgg16/__init__.py services/vgg16/settings.py services/vgg16/weights.py \
      /tmp/src/services/vgg16/
