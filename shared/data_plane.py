@@ -2,12 +2,14 @@
 
 On a cluster (REDIS_CLUSTER_NODES) a command, transaction or Lua script may only touch keys
 of one hash slot; shared/keys.py tags the keys that change together so that they share one.
-Two things still need saying apart, and the stores call these helpers for them:
+A few things still need saying apart, and the stores call these helpers for them:
 
 - reading many keys of different slots at once (``get_many``): one MGET per slot;
 - a Lua script queued in a pipeline or transaction (``queue_script``): redis-py's cluster
   pipeline refuses EVALSHA, and a node that restarted has lost its script cache anyway, so
-  the script's text goes with it (EVAL; a few hundred bytes).
+  the script's text goes with it (EVAL; a few hundred bytes);
+- a multi-key command of one slot queued in a pipeline (``queue_in_one_slot``), which
+  redis-py's cluster pipeline refuses by name.
 
 Outside pipelines, scripts are called as usual: redis-py loads them on every master when
 one answers NOSCRIPT.

@@ -147,7 +147,7 @@ def catalogue_partition(image_id: str) -> int:
 
 
 def _catalogue(partition: int, rest: str) -> str:
-    """ "catalog:{rest}" on one Redis, "catalog:{part-<p>}:{rest}" on a cluster."""
+    """A catalogue key: catalog:<rest> on one Redis, catalog:{part-<p>}:<rest> on a cluster."""
     return f"catalog:{{part-{partition}}}:{rest}" if _cluster_layout else f"catalog:{rest}"
 
 

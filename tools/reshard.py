@@ -57,7 +57,8 @@ def layout_indexes(client: redis.Redis, shards: int) -> list[tuple[str, str]]:
     """(method, version) of every index that has shards in the layout of ``shards``."""
     found = set()
     for raw in client.smembers(keys.INDEX_REGISTRY):
-        parts = raw.decode().split(":")
+        # A cluster's prefixes carry their hash tag: "index:{vgg16:v1:shard-0-of-2}".
+        parts = raw.decode().replace("{", "").replace("}", "").split(":")
         if len(parts) < 3 or parts[0] != "index" or parts[1] not in names.METHODS:
             continue
         method, version, rest = parts[1], parts[2], parts[3:]

@@ -499,17 +499,19 @@ class Heartbeat:
         while not self._stop.is_set():
             try:
                 now = time.time()
-                pipe = self.client.pipeline(transaction=False)
-                for queue in self.queues:
-                    pipe.zadd(keys.workers(queue), {self.hostname: now})
-                    pipe.zremrangebyscore(keys.workers(queue), 0, now - keys.WORKER_STALE_SECONDS)
-                if self.broker is not self.client:
-                    pipe.execute()
-                    pipe = self.broker.pipeline(transaction=False)
+                # The broker's first: a data plane that is down (a cluster's master) must not
+                # make the broker deliver this worker's running tasks again.
+                pipe = self.broker.pipeline(transaction=False)
                 if self.unacked_index_key:
                     # XX: only renew what is still there; an acknowledged task stays gone.
                     for tag in self.running_tags():
                         pipe.zadd(self.unacked_index_key, {tag: now}, xx=True)
+                if self.broker is not self.client:
+                    pipe.execute()
+                    pipe = self.client.pipeline(transaction=False)
+                for queue in self.queues:
+                    pipe.zadd(keys.workers(queue), {self.hostname: now})
+                    pipe.zremrangebyscore(keys.workers(queue), 0, now - keys.WORKER_STALE_SECONDS)
                 pipe.execute()
             except UNAVAILABLE as err:
                 log.warning("heartbeat failed", extra={"error": str(err)})

@@ -32,6 +32,7 @@ from tests.integration.system import (
     post_images,
     start_system,
 )
+from tools.reshard import reshard
 
 SHARDS = 4
 
@@ -122,6 +123,12 @@ def test_the_stores_work_on_a_cluster_and_spread_an_index_over_its_masters(
         e.op for e in store.read_log("vgg16", "v1", "0-0", shard=shard) if e.image_id == "spread-0"
     ]
     assert ops == ["add", "del", "add", "del"]
+
+    # Re-sharded from 4 to 8 shards, on the cluster: every vector copied, none embedded.
+    (copied,) = reshard(client, SHARDS, 2 * SHARDS)
+    assert (copied.method, copied.missing, copied.target_size) == ("vgg16", 0, 23), copied
+    doubled = IndexStore(client, 2 * SHARDS)
+    assert doubled.get_vectors("vgg16", "v1", ["spread-1"]) == [new["spread-1"]]
 
 
 @pytest.fixture(scope="module")
