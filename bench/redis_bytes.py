@@ -55,7 +55,6 @@ CHUNK: Final = 64  # images per index task (INDEX_CHUNK_SIZE)
 LIMIT_PER_IMAGE: Final = 4096
 LAYOUTS: Final = ("before", "float32", "after", "cluster")
 
-# Key families: what each Redis key of the catalogue and its indexes is part of.
 # Key families: what each Redis key of the catalogue and its indexes is part of, in the
 # layout of one Redis or of a cluster ("catalog:{part-3}:meta:...", "blob:{<name>}:refs").
 _PARTITION = r"(\{part-\d+\}:)?"
@@ -137,8 +136,8 @@ def store_images(client: redis.Redis, count: int, layout: str, blob_root: Path) 
         for method, version, dim in methods:
             rows = rng.normal(size=(len(ids), dim)).astype("<f4")
             rows /= np.linalg.norm(rows, axis=1, keepdims=True)
-            now = layout in ("after", "cluster")
-            encode = vector_to_bytes if now else np.ndarray.tobytes
+            float16 = layout in ("after", "cluster")
+            encode = vector_to_bytes if float16 else np.ndarray.tobytes
             vectors = {i: encode(row) for i, row in zip(ids, rows, strict=True)}
             store.add_vectors(method, version, vectors, made_from=hashes)
 

@@ -37,6 +37,7 @@ from shared.data_plane import get_many, is_cluster, queue_script
 from shared.images import CanonicalImage
 from shared.index_store import IndexStore
 from shared.metadata_postings import MetadataPostings
+from shared.shards import group_by_shard
 
 # How long a blob's deletion may hold its mark; a writer of the same bytes waits at most
 # this long (the mark expires if the deleting process died).
@@ -447,9 +448,8 @@ class Catalogue:
     def existing(self, image_ids: list[str]) -> set[str]:
         if not image_ids:
             return set()
-        by_partition: dict[int, list[str]] = {}
-        for image_id in image_ids:
-            by_partition.setdefault(keys.catalogue_partition(image_id), []).append(image_id)
+        # The same hash as keys.catalogue_partition: the ids of each partition.
+        by_partition = group_by_shard(image_ids, keys.catalogue_partitions())
         pipe = self.redis.pipeline(transaction=False)
         for partition, ids in by_partition.items():
             pipe.zmscore(keys.catalogue_ids(partition), ids)
@@ -515,10 +515,9 @@ class Catalogue:
         """Image ids in the order they were added (on a cluster: the first offset + limit
         of each partition, merged)."""
         partitions = keys.catalogue_partitions()
-        if partitions == 1:
-            end = -1 if limit is None else offset + limit - 1
-            return [raw.decode() for raw in self.redis.zrange(keys.catalogue_ids(), offset, end)]
         end = -1 if limit is None else offset + limit - 1
+        if partitions == 1:
+            return [raw.decode() for raw in self.redis.zrange(keys.catalogue_ids(), offset, end)]
         pipe = self.redis.pipeline(transaction=False)
         for partition in range(partitions):
             pipe.zrange(keys.catalogue_ids(partition), 0, end, withscores=True)

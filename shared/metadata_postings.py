@@ -108,14 +108,13 @@ class MetadataPostings:
         Each batch is written under WATCH on its entries' metadata, so an entry changed or
         deleted meanwhile is read again rather than listed as it was.
         """
-        partitions = range(keys.catalogue_partitions())
+        ready_keys = [keys.catalogue_postings_ready(p) for p in range(keys.catalogue_partitions())]
         pipe = self.redis.pipeline(transaction=False)
-        for partition in partitions:
-            pipe.exists(keys.catalogue_postings_ready(partition))
-        for partition, done in zip(partitions, pipe.execute(), strict=True):
+        for ready in ready_keys:
+            pipe.exists(ready)
+        for partition, (ready, done) in enumerate(zip(ready_keys, pipe.execute(), strict=True)):
             if done:
                 continue
-            ready = keys.catalogue_postings_ready(partition)
             listing = self.redis.zrange(keys.catalogue_ids(partition), 0, -1)
             ids = [raw.decode() for raw in listing]
             for start in range(0, len(ids), BACKFILL_BATCH):
